@@ -1,0 +1,5 @@
+import sys
+
+from vlrouter.cli import main
+
+sys.exit(main())

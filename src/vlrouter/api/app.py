@@ -1,0 +1,48 @@
+"""The app factory. State (backends, router, metrics) is built in the lifespan; nothing at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from vlrouter import __version__
+from vlrouter.api.errors import install_error_handlers
+from vlrouter.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from vlrouter.api.routes import api, open_routes
+from vlrouter.api.serving import Gateway
+from vlrouter.backends import build_backend
+from vlrouter.config import Settings
+from vlrouter.router import build_router
+
+log = logging.getLogger("vlrouter")
+
+
+def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        backends = {name: build_backend(name, cfg, standin=name in standins)
+                    for name, cfg in settings.backends.items()}
+        try:
+            await asyncio.gather(*(b.start() for b in backends.values()))
+            gateway = Gateway.create(settings, backends, build_router(settings.routing.policy), standins)
+            app.state.gateway = gateway
+            for name, b in backends.items():
+                label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""
+                log.info("backend %s: tier=%s kind=%s model=%s%s", name, b.tier, b.kind, b.model, label)
+            yield
+        finally:
+            await asyncio.gather(*(b.aclose() for b in backends.values()), return_exceptions=True)
+            if getattr(app.state, "gateway", None) is not None:
+                await app.state.gateway.http.aclose()
+
+    app = FastAPI(title="vlrouter", version=__version__, lifespan=lifespan,
+                  description="Edge-cloud routing gateway for vision-language models (OpenAI-compatible).")
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(open_routes)
+    app.include_router(api)
+    return app

@@ -1,0 +1,150 @@
+"""The ``Backend`` protocol (generate / stream / health) and the backend error tree.
+
+Errors, translated at the boundary (``raise BackendTimeout(...) from exc``)::
+
+    BackendError
+     ├── BackendUnavailable     connection refused, 5xx, circuit open   -> fallback
+     │    ├── BackendTimeout    connect / first-token / total deadline  -> fallback
+     │    └── BackendOverloaded 429 after retries                       -> fallback
+     └── BackendRejected        the backend refused this request (4xx)  -> no fallback (502)
+
+Fallback catches ``BackendUnavailable`` only: a request the other tier would refuse just as well
+is not retried there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from vlrouter.media import DecodedImage
+
+
+class BackendError(Exception):
+    def __init__(self, message: str, *, backend: str = ""):
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendUnavailable(BackendError):
+    pass
+
+
+class BackendTimeout(BackendUnavailable):
+    pass
+
+
+class BackendOverloaded(BackendUnavailable):
+    pass
+
+
+class BackendRejected(BackendError):
+    def __init__(self, message: str, *, backend: str = "", status: int = 400):
+        super().__init__(message, backend=backend)
+        self.status = status
+
+
+@dataclass
+class Message:
+    """One chat message: role and ordered parts (``str`` for text, ``DecodedImage`` for images)."""
+
+    role: str
+    parts: list[str | DecodedImage]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p for p in self.parts if isinstance(p, str))
+
+    @property
+    def images(self) -> list[DecodedImage]:
+        return [p for p in self.parts if isinstance(p, DecodedImage)]
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[Message]
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    request_id: str = ""
+
+    @property
+    def images(self) -> list[DecodedImage]:
+        return [img for m in self.messages for img in m.images]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m.text for m in self.messages if m.text)
+
+
+@dataclass
+class Generation:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None = None
+
+
+@dataclass
+class StreamDelta:
+    """A piece of streamed output; the last one has ``finish_reason`` and the token counts."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    tier: str
+    model: str  # the model name reported to clients
+
+    async def start(self) -> None: ...
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]: ...
+
+    async def health(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class StopTrimmer:
+    """Cut streamed text at the first stop sequence, holding back a possible partial match."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self.buffer += text
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.buffer, self.stopped = self.buffer[:cut], "", True
+            return out
+        if self.hold <= 0:
+            out, self.buffer = self.buffer, ""
+            return out
+        out, self.buffer = self.buffer[: -self.hold], self.buffer[-self.hold:]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        return out
+
+
+def trim_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    trimmer = StopTrimmer(stops)
+    out = trimmer.feed(text) + trimmer.flush()
+    return out, trimmer.stopped

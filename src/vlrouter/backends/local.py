@@ -1,0 +1,242 @@
+"""An in-process transformers VLM: AutoProcessor + AutoModelForImageTextToText from a local path.
+
+Generation runs on one dedicated worker thread (requests queue there rather than fighting over the
+cores); tokens come back through a ``TextIteratorStreamer`` subclass that hands each finalised piece
+of text to the event loop and notes the time of the first generated token (the true TTFT: the
+streamer itself releases text a word late). ``generate`` is the stream collected, so both paths share
+stop handling, timeouts and cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from vlrouter._torch_compat import import_torch
+from vlrouter.backends.base import (
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    Generation,
+    GenerationRequest,
+    StopTrimmer,
+    StreamDelta,
+)
+from vlrouter.config import LocalBackendConfig
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def _make_streamer(tokenizer, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
+    from transformers import TextIteratorStreamer
+
+    class _LoopStreamer(TextIteratorStreamer):
+        first_token_at: float | None = None
+
+        def put(self, value):
+            if not self.next_tokens_are_prompt and self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            super().put(value)
+
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            if text:
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+
+    return _LoopStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+class LocalVLMBackend:
+    kind = "local"
+
+    def __init__(self, name: str, config: LocalBackendConfig):
+        self.name = name
+        self.tier = config.tier
+        self.config = config
+        self.model = config.served_name or name
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"vlm-{name}")
+        self._model: Any = None
+        self._processor: Any = None
+        self._device = "cpu"
+        self._max_positions: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+
+    def _load(self) -> None:
+        path = Path(self.config.model_path)
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"backends.{self.name}.model_path: no model at {path} (config.json missing); "
+                "build the demo models with `python scripts/make_demo_models.py` or point it at a local folder"
+            )
+        torch = import_torch()
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = self.config.dtype
+        if dtype == "auto":
+            dtype = "float16" if device == "cuda" else "float32"
+        started = time.perf_counter()
+        self._processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        self._model = AutoModelForImageTextToText.from_pretrained(
+            path, local_files_only=True, dtype=getattr(torch, dtype)
+        ).to(device).eval()
+        self._device = device
+        text_cfg = getattr(self._model.config, "text_config", self._model.config)
+        self._max_positions = getattr(text_cfg, "max_position_embeddings", None)
+        log.info("backend %s: loaded %s (%s, %s) in %.2fs", self.name, path, device, dtype,
+                 time.perf_counter() - started)
+
+    async def health(self) -> bool:
+        return self._model is not None
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ generation
+    def _inputs(self, request: GenerationRequest):
+        chat, images = [], []
+        for message in request.messages:
+            content = []
+            for part in message.parts:
+                if isinstance(part, str):
+                    content.append({"type": "text", "text": part})
+                else:
+                    content.append({"type": "image"})
+                    images.append(part.image)
+            chat.append({"role": "system" if message.role == "developer" else message.role, "content": content})
+        prompt = self._processor.apply_chat_template(chat, add_generation_prompt=True)
+        inputs = self._processor(text=prompt, images=[images] if images else None, return_tensors="pt")
+        return inputs.to(self._device)
+
+    def _run(self, request: GenerationRequest, streamer, cancel: threading.Event, out: dict) -> None:
+        torch = import_torch()
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        inputs = self._inputs(request)
+        n_prompt = int(inputs["input_ids"].shape[1])
+        out["prompt_tokens"] = n_prompt
+        if self._max_positions and n_prompt + request.max_tokens > self._max_positions:
+            raise BackendRejected(
+                f"prompt ({n_prompt} tokens) + max_tokens ({request.max_tokens}) exceeds the model's "
+                f"context of {self._max_positions} tokens", backend=self.name, status=400)
+        if "pixel_values" in inputs and self._model.dtype != torch.float32:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
+        kwargs: dict[str, Any] = dict(
+            inputs, max_new_tokens=request.max_tokens, streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+        )
+        tokenizer = self._processor.tokenizer
+        if request.stop:
+            kwargs.update(stop_strings=request.stop, tokenizer=tokenizer)
+        if request.temperature > 0:
+            kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
+            if request.seed is not None:
+                torch.manual_seed(request.seed)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            sequences = self._model.generate(**kwargs)
+        new = sequences[0, n_prompt:].tolist()
+        eos = self._model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        pad = tokenizer.pad_token_id
+        while new and new[-1] == pad and pad not in eos_ids:
+            new.pop()
+        out["completion_tokens"] = len(new)
+        hit_eos = bool(new) and new[-1] in eos_ids
+        out["finish_reason"] = "length" if len(new) >= request.max_tokens and not hit_eos else "stop"
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        if self._model is None:
+            raise BackendUnavailable(f"backend {self.name} is not loaded", backend=self.name)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+        streamer = _make_streamer(self._processor.tokenizer, loop, queue)
+        result: dict[str, Any] = {}
+
+        def job() -> None:
+            try:
+                self._run(request, streamer, cancel, result)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        timeouts = self.config.timeouts
+        deadline = loop.time() + timeouts.total_s
+        future = loop.run_in_executor(self._executor, job)
+        trimmer = StopTrimmer(request.stop)
+        first = True
+        try:
+            while True:
+                budget = deadline - loop.time()
+                if first:
+                    budget = min(budget, timeouts.first_token_s)
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(budget, 0.001))
+                except TimeoutError:
+                    phase = "first token" if first else "total"
+                    raise BackendTimeout(f"backend {self.name}: {phase} timeout", backend=self.name) from None
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, BackendRejected):
+                        raise item
+                    raise BackendUnavailable(f"backend {self.name} failed: {item!r}", backend=self.name) from item
+                text = trimmer.feed(item)
+                if text:
+                    first = False
+                    yield StreamDelta(text=text)
+                if trimmer.stopped:
+                    cancel.set()
+            tail = trimmer.flush()
+            if tail:
+                yield StreamDelta(text=tail)
+            await future
+            yield StreamDelta(
+                finish_reason="stop" if trimmer.stopped else result.get("finish_reason", "stop"),
+                prompt_tokens=result.get("prompt_tokens", 0),
+                completion_tokens=result.get("completion_tokens", 0),
+            )
+        finally:
+            cancel.set()  # client went away, timeout or done: stop generating
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        pieces, ttft, final = [], None, StreamDelta()
+        async for delta in self.stream(request):
+            if delta.text:
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+                pieces.append(delta.text)
+            if delta.finish_reason:
+                final = delta
+        return Generation(
+            text="".join(pieces), finish_reason=final.finish_reason,
+            prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
+            ttft_s=ttft,
+        )

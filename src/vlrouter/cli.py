@@ -1,0 +1,204 @@
+"""Command line: ``vlrouter serve`` (the gateway) and ``vlrouter serve-model`` (one local VLM).
+
+Run ``vlrouter COMMAND --help`` for the options of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic_settings import PydanticBaseSettingsSource
+
+from vlrouter.config import (
+    ConfigError,
+    LocalBackendConfig,
+    OpenAIBackendConfig,
+    RoutingConfig,
+    ServerConfig,
+    Settings,
+    load_settings,
+)
+
+log = logging.getLogger("vlrouter")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process serving {url} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def _check_model_paths(settings: Settings) -> None:
+    problems = []
+    for name, b in settings.backends.items():
+        path = b.model_path if isinstance(b, LocalBackendConfig) else (
+            b.standin_model if isinstance(b, OpenAIBackendConfig) and not b.base_url else None)
+        if path is not None and not (Path(path) / "config.json").is_file():
+            field = "model_path" if isinstance(b, LocalBackendConfig) else "standin_model"
+            problems.append(f"  backends.{name}.{field}: no model at {path} "
+                            "(build the demo models: python scripts/make_demo_models.py)")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+def start_standins(settings: Settings) -> tuple[list[subprocess.Popen], frozenset[str]]:
+    """For each OpenAI backend without a base URL, serve its stand-in model on a loopback port."""
+    procs, names = [], set()
+    for name, b in settings.backends.items():
+        if not isinstance(b, OpenAIBackendConfig) or b.base_url:
+            continue
+        port = free_port()
+        cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(b.standin_model),
+               "--name", b.model, "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", settings.server.log_level]
+        log.warning("backend %s (tier %s): no base_url set (VLROUTER_CLOUD_BASE_URL); starting a LOCAL STAND-IN, "
+                    "serve-model %s on 127.0.0.1:%d. Its answers do not come from a cloud model.",
+                    name, b.tier, b.standin_model, port)
+        proc = subprocess.Popen(cmd)
+        procs.append(proc)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        except (RuntimeError, TimeoutError):
+            stop_processes(procs)
+            raise
+        b.base_url = f"http://127.0.0.1:{port}/v1"
+        names.add(name)
+    return procs, frozenset(names)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _run_uvicorn(app, settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
+                timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v}
+    settings = load_settings(args.config, **({"server": server} if server else {}))
+    _setup_logging(settings.server.log_level)
+    _check_model_paths(settings)
+    from vlrouter.api.app import build_app
+
+    procs, standins = start_standins(settings)
+    try:
+        _run_uvicorn(build_app(settings, standins=standins), settings)
+    finally:
+        stop_processes(procs)
+    return 0
+
+
+class ModelServerSettings(Settings):
+    """serve-model is configured by its flags only (no YAML, no VLROUTER_* env)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings: PydanticBaseSettingsSource, *args, **kwargs):
+        return (init_settings,)
+
+
+def cmd_serve_model(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    name = args.name or Path(args.model).name
+    keys = [args.api_key] if args.api_key else []
+    settings = ModelServerSettings(
+        server=ServerConfig(host=args.host, port=args.port, log_level=args.log_level, api_keys=keys),
+        routing=RoutingConfig(fallback=False),
+        backends={name: LocalBackendConfig(kind="local", tier="edge", model_path=Path(args.model),
+                                           served_name=name, device=args.device, threads=args.threads)},
+    )
+    _check_model_paths(settings)
+    from vlrouter.api.app import build_app
+
+    _run_uvicorn(build_app(settings), settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlrouter",
+        description="Edge-cloud routing inference server for vision-language models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the routing gateway (OpenAI-compatible API, /infer, /metrics)",
+        description="Run the gateway. Settings come from --config (default configs/default.yaml), then "
+                    "VLROUTER_* environment variables (nested with __, e.g. VLROUTER_SERVER__PORT), then these "
+                    "flags. With no cloud URL (VLROUTER_CLOUD_BASE_URL), a local stand-in for the cloud tier "
+                    "is started on another loopback port and labelled as such.")
+    serve.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
+    serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default from config: 8000)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    sm = sub.add_parser(
+        "serve-model", help="serve one local VLM over the OpenAI API (an edge box, or a cloud stand-in)",
+        description="Serve one local transformers VLM (a folder with config.json, processor and weights) over "
+                    "the same OpenAI-compatible API as the gateway.")
+    sm.add_argument("--model", required=True, help="local model folder (never downloaded)")
+    sm.add_argument("--name", help="model name clients use (default: the folder name)")
+    sm.add_argument("--host", default="127.0.0.1")
+    sm.add_argument("--port", type=int, default=8001)
+    sm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sm.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    sm.add_argument("--api-key", default=os.environ.get("VLROUTER_SERVE_MODEL_API_KEY"),
+                    help="require this bearer key (default: $VLROUTER_SERVE_MODEL_API_KEY, else none)")
+    sm.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    sm.set_defaults(func=cmd_serve_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"vlrouter: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

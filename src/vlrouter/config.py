@@ -1,0 +1,190 @@
+"""Settings: one pydantic-settings object, built once at start-up and passed down.
+
+Sources, highest priority first: explicit overrides (CLI flags), environment variables
+``VLROUTER_*`` (nested fields with ``__``, e.g. ``VLROUTER_SERVER__PORT=9000``), then the YAML file
+(``configs/default.yaml`` unless ``--config PATH``). Relative model paths are resolved against the
+current working directory. ``load_settings`` turns a validation failure into ``ConfigError`` whose
+message names every bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path("configs/default.yaml")
+TIERS = ("edge", "cloud")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending fields."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_keys: list[SecretStr] = Field(default_factory=list, description="empty: no auth")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    graceful_shutdown_s: float = Field(30.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ImageLimits(_Strict):
+    max_images: int = Field(8, ge=0)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(36_000_000, ge=1, description="decoded pixels per image (bomb guard)")
+    allow_remote: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+    fetch_timeout_s: float = Field(5.0, gt=0)
+
+
+class GenerationConfig(_Strict):
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens_limit: int = Field(2048, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> GenerationConfig:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must not exceed max_tokens_limit")
+        return self
+
+
+class Timeouts(_Strict):
+    """One field per phase, as in httpx."""
+
+    connect_s: float = Field(3.0, gt=0)
+    first_token_s: float = Field(60.0, gt=0, description="until the first byte/token")
+    total_s: float = Field(300.0, gt=0)
+
+
+class CircuitConfig(_Strict):
+    failures: int = Field(3, ge=1, description="consecutive failures that open the circuit")
+    cooldown_s: float = Field(15.0, ge=0)
+
+
+class _BackendBase(_Strict):
+    tier: Literal["edge", "cloud"]
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+
+
+class LocalBackendConfig(_BackendBase):
+    kind: Literal["local"]
+    model_path: Path
+    served_name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default")
+
+
+class OpenAIBackendConfig(_BackendBase):
+    kind: Literal["openai"]
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1")
+    model: str
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(None, description="name of an env var holding the key")
+    max_retries: int = Field(2, ge=0, le=10)
+    backoff_s: float = Field(0.25, ge=0)
+    standin_model: Path | None = Field(
+        None, description="with no base_url, `vlrouter serve` starts `serve-model` on this model as a stand-in"
+    )
+
+
+BackendConfig = Annotated[LocalBackendConfig | OpenAIBackendConfig, Field(discriminator="kind")]
+
+
+class RoutingConfig(_Strict):
+    policy: str = "complexity-rule"
+    default_scenario: str | dict[str, float] = "quality"
+    fallback: bool = True
+    checkpoint: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VLROUTER_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    images: ImageLimits = Field(default_factory=ImageLimits)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
+    # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
+    cloud_base_url: str | None = None
+    cloud_model: str | None = None
+    cloud_api_key: SecretStr | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.backends:
+            raise ValueError("backends: at least one backend must be configured")
+        cloud = next(
+            (b for b in self.backends.values() if b.tier == "cloud" and isinstance(b, OpenAIBackendConfig)),
+            None,
+        )
+        if cloud is not None:
+            if self.cloud_base_url:
+                cloud.base_url = self.cloud_base_url
+            if self.cloud_model:
+                cloud.model = self.cloud_model
+            if self.cloud_api_key:
+                cloud.api_key = self.cloud_api_key
+        for name, b in self.backends.items():
+            if isinstance(b, OpenAIBackendConfig) and not b.base_url and not b.standin_model:
+                raise ValueError(f"backends.{name}.base_url: required (or set standin_model)")
+        return self
+
+    def backend_names(self, tier: str) -> list[str]:
+        return [name for name, b in self.backends.items() if b.tier == tier]
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        # discriminated unions put the tag in the path (backends.edge.local.model_path): drop it
+        loc = loc.replace(".local.", ".").replace(".openai.", ".")
+        lines.append(f"  {loc or '<root>'}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read YAML (default ``configs/default.yaml`` when it exists), then env, then ``overrides``."""
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file not found: {path}")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    try:
+        return _FileSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path) if path else "environment")) from exc
+    except (OSError, ValueError) as exc:  # YAML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"cannot read configuration {path}: {exc}") from exc

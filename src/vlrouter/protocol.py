@@ -1,0 +1,188 @@
+"""Wire models: OpenAI chat completions (text + image_url parts), /infer, models and errors.
+
+Validation only; no I/O and no routing logic. Unknown request fields are ignored (as OpenAI-
+compatible servers do) so that any OpenAI SDK version works; fields whose value would change the
+semantics in a way we do not support (``n > 1``) are rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---------------------------------------------------------------- chat completions: request
+class ImageURL(_Model):
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class TextPart(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class ImagePart(_Model):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class ChatMessage(_Model):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(_Model):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(_Model):
+    model: str = "vlrouter-auto"
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1, description="only one choice is supported")
+    seed: int | None = None
+    user: str | None = None
+    # vlrouter extension: preset name or {"speed", "quality", "energy"} weights
+    scenario: str | dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: str | list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        stops = [v] if isinstance(v, str) else v
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must be non-empty")
+        return stops
+
+
+# ---------------------------------------------------------------- chat completions: response
+class Usage(_Model):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(_Model):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(_Model):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletion(_Model):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(_Model):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(_Model):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(_Model):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+# ---------------------------------------------------------------- /infer
+class InferJSONRequest(_Model):
+    text: str = Field(min_length=1)
+    image: str | None = Field(None, description="base64 or data URL")
+    images: list[str] = Field(default_factory=list)
+    scenario: str | dict[str, Any] | None = None
+    model: str = "vlrouter-auto"
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+
+
+class TokenCounts(_Model):
+    prompt: int
+    completion: int
+
+
+class FallbackInfo(_Model):
+    from_backend: str
+    error: str
+
+
+class InferResponse(_Model):
+    answer: str
+    tier: str
+    backend: str
+    model: str
+    scenario: dict[str, Any]
+    policy: str
+    scores: dict[str, float]
+    threshold: float
+    route_ms: float
+    latency_ms: float
+    ttft_ms: float | None
+    tokens: TokenCounts
+    finish_reason: str | None
+    fallback: FallbackInfo | None = None
+    request_id: str
+
+
+# ---------------------------------------------------------------- models, errors
+class ModelCard(_Model):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str
+    tier: str | None = None
+    kind: str | None = None
+    standin: bool = False
+
+
+class ModelList(_Model):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(_Model):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(_Model):
+    error: ErrorDetail

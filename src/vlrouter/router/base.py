@@ -1,0 +1,72 @@
+"""The router contract: a typed input, a typed decision, one abstract method, a registry.
+
+A router scores how much a query would gain from the cloud tier (``cloud_benefit`` in [0, 1]);
+the base class compares that with the scenario's threshold tau(w) = w . (tau_speed, tau_quality,
+tau_energy) and returns a ``Decision``. Trained routers replace the baseline through the same
+interface (``ROUTERS`` maps a policy name to its class).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from vlrouter.router.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class RoutingInput:
+    """What the router knows about a query before answering it."""
+
+    text: str
+    n_images: int
+    image_pixels: int
+    scenario: Scenario
+    features: Any = None  # fused feature vector, when a feature pipeline is configured
+
+
+@dataclass(frozen=True)
+class Decision:
+    tier: str
+    policy: str
+    threshold: float
+    scores: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+class Router(ABC):
+    name: ClassVar[str]
+    # Per-scenario-corner thresholds; tau(w) is their w-weighted mix.
+    taus: tuple[float, float, float] = (0.85, 0.45, 0.75)
+
+    @abstractmethod
+    def cloud_benefit(self, query: RoutingInput) -> tuple[float, dict[str, float]]:
+        """Return (benefit in [0, 1], named component scores) of sending the query to the cloud."""
+
+    def threshold(self, scenario: Scenario) -> float:
+        return sum(w * t for w, t in zip(scenario.as_tuple(), self.taus, strict=True))
+
+    def route(self, query: RoutingInput) -> Decision:
+        benefit, parts = self.cloud_benefit(query)
+        tau = self.threshold(query.scenario)
+        tier = "cloud" if benefit >= tau else "edge"
+        scores = {"cloud_benefit": round(benefit, 4), **{k: round(v, 4) for k, v in parts.items()}}
+        reason = f"cloud_benefit {benefit:.3f} {'>=' if tier == 'cloud' else '<'} tau {tau:.3f} ({query.scenario})"
+        return Decision(tier=tier, policy=self.name, threshold=round(tau, 4), scores=scores, reason=reason)
+
+
+ROUTERS: dict[str, type[Router]] = {}
+
+
+def register(cls: type[Router]) -> type[Router]:
+    ROUTERS[cls.name] = cls
+    return cls
+
+
+def build_router(policy: str, **kwargs: Any) -> Router:
+    try:
+        cls = ROUTERS[policy]
+    except KeyError:
+        raise ValueError(f"unknown routing policy {policy!r}; known: {sorted(ROUTERS)}") from None
+    return cls(**kwargs)

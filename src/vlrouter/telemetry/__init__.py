@@ -1,0 +1,1 @@
+"""Telemetry: Prometheus metrics (and, later, the decision log)."""

@@ -1,0 +1,34 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one process).
+
+Names follow Prometheus' rules: base units (seconds), ``_total`` on counters (added by the client
+library), no request ids or other high-cardinality labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_ROUTE = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("vlrouter_requests", "Requests by the tier and backend that answered, and HTTP status",
+                                ["tier", "backend", "status"], registry=r)
+        self.route_seconds = Histogram("vlrouter_route_seconds", "Time to decide a route (features + router)",
+                                       buckets=_ROUTE, registry=r)
+        self.ttft_seconds = Histogram("vlrouter_ttft_seconds", "Time to first token, measured at the gateway",
+                                      ["tier"], buckets=_LATENCY, registry=r)
+        self.e2e_seconds = Histogram("vlrouter_e2e_seconds", "End-to-end request latency at the gateway",
+                                     ["tier"], buckets=_LATENCY, registry=r)
+        self.tokens = Counter("vlrouter_tokens", "Tokens processed", ["tier", "direction"], registry=r)
+        self.fallbacks = Counter("vlrouter_fallbacks", "Requests answered by a fallback backend",
+                                 ["from_backend", "to_backend"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
