@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def start_standins(settings: Settings) -> tuple[list[subprocess.Popen], frozense
         log.warning("backend %s (tier %s): no base_url set (VLROUTER_CLOUD_BASE_URL); starting a LOCAL STAND-IN, "
                     "serve-model %s on 127.0.0.1:%d. Its answers do not come from a cloud model.",
                     name, b.tier, b.standin_model, port)
-        proc = subprocess.Popen(cmd)
+        proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
         procs.append(proc)
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
@@ -105,9 +106,24 @@ def stop_processes(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel SIGTERM a stand-in when the gateway dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def _run_uvicorn(app, settings: Settings) -> None:
     import uvicorn
 
+    # uvicorn drains in-flight requests on SIGTERM, restores the previous handler and re-raises the
+    # signal; with this handler that ends as SystemExit(0), so callers' `finally` blocks still run.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
                 timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -186,5 +187,5 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         return _FileSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, str(path) if path else "environment")) from exc
-    except (OSError, ValueError) as exc:  # YAML syntax errors surface as ValueError subclasses
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from exc

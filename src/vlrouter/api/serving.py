@@ -338,23 +338,22 @@ class ChatServing:
     async def _infer_input(self, request: Request) -> tuple[InferJSONRequest, list[DecodedImage]]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         limits = self.gw.settings.images
-        if ctype == "multipart/form-data":
-            form = await request.form(max_files=limits.max_images, max_fields=32)
-            fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
-            for key in ("max_tokens", "temperature"):
+        if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            async with request.form(max_files=limits.max_images, max_fields=32) as form:
+                fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+                uploads = []
+                for upload in form.getlist("image"):
+                    if isinstance(upload, str):
+                        raise APIError(400, "image must be a file part", code="invalid_image", param="image")
+                    uploads.append(await upload.read(limits.max_image_bytes + 1))
+            for key, kind in (("max_tokens", int), ("temperature", float)):
                 if key in fields:
                     try:
-                        fields[key] = float(fields[key]) if key == "temperature" else int(fields[key])
+                        fields[key] = kind(fields[key])
                     except ValueError:
                         raise APIError(400, f"{key} must be a number", code="invalid_value", param=key) from None
             body = _validated(InferJSONRequest, fields)
-            images = []
-            for i, upload in enumerate(form.getlist("image")):
-                if isinstance(upload, str):
-                    raise APIError(400, "image must be a file part", code="invalid_image", param="image")
-                data = await upload.read(limits.max_image_bytes + 1)
-                images.append(decode_image_bytes(data, limits, f"image.{i}"))
-            return body, images
+            return body, [decode_image_bytes(data, limits, f"image.{i}") for i, data in enumerate(uploads)]
         if ctype in ("application/json", ""):
             raw = await request.body()
             try:
@@ -367,7 +366,8 @@ class ChatServing:
                 raise APIError(400, f"at most {limits.max_images} images per request", code="too_many_images",
                                param="images")
             return body, [decode_base64_image(v, limits, f"images.{i}") for i, v in enumerate(encoded)]
-        raise APIError(415, "use multipart/form-data or application/json", code="unsupported_media_type")
+        raise APIError(415, "use multipart/form-data, a urlencoded form or application/json",
+                       code="unsupported_media_type")
 
     def _log(self, query: Query, plan: Plan, backend: Backend, attempts: Attempts) -> None:
         log.info("%s model=%s scenario=%s decision=%s(%s) answered_by=%s/%s fallback=%s route_ms=%.2f",

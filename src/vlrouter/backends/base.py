@@ -117,30 +117,51 @@ class Backend(Protocol):
 
 
 class StopTrimmer:
-    """Cut streamed text at the first stop sequence, holding back a possible partial match."""
+    """Cut streamed text at the earliest-starting stop sequence, as OpenAI does.
+
+    Text that might be the start of a stop sequence is held back until it is decided; a complete
+    match is only acted on once no longer stop sequence could still complete at an earlier start.
+    """
 
     def __init__(self, stops: list[str]):
         self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
         self.buffer = ""
         self.stopped = False
+
+    def _earliest_match(self) -> int:
+        return min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
+
+    def _earliest_partial(self) -> int:
+        """Start of the earliest buffer suffix that is a proper prefix of some stop sequence."""
+        n = len(self.buffer)
+        for j in range(max(0, n - max((len(s) for s in self.stops), default=0) + 1), n):
+            tail = self.buffer[j:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
+                return j
+        return n
 
     def feed(self, text: str) -> str:
         if self.stopped:
             return ""
         self.buffer += text
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.buffer, self.stopped = self.buffer[:cut], "", True
-            return out
-        if self.hold <= 0:
+        if not self.stops:
             out, self.buffer = self.buffer, ""
             return out
-        out, self.buffer = self.buffer[: -self.hold], self.buffer[-self.hold:]
+        cut, partial = self._earliest_match(), self._earliest_partial()
+        if cut >= 0 and cut <= partial:
+            out, self.buffer, self.stopped = self.buffer[:cut], "", True
+            return out
+        safe = min(partial, cut) if cut >= 0 else partial
+        out, self.buffer = self.buffer[:safe], self.buffer[safe:]
         return out
 
     def flush(self) -> str:
-        out, self.buffer = ("" if self.stopped else self.buffer), ""
+        if self.stopped:
+            return ""
+        cut = self._earliest_match()
+        out = self.buffer[:cut] if cut >= 0 else self.buffer
+        self.stopped = cut >= 0
+        self.buffer = ""
         return out
 
 

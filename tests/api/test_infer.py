@@ -1,0 +1,59 @@
+"""POST /infer: multipart uploads and JSON with base64 images."""
+
+from __future__ import annotations
+
+import base64
+
+from tests.api.test_errors import assert_error, png
+
+FIELDS = {"answer", "tier", "backend", "model", "scenario", "policy", "scores", "threshold", "route_ms",
+          "latency_ms", "ttft_ms", "tokens", "finish_reason", "fallback", "request_id"}
+
+
+def test_multipart_upload_with_real_photo(http, photo_jpeg):
+    resp = http.post("/infer", files={"image": ("astronaut.jpg", photo_jpeg, "image/jpeg")},
+                     data={"text": "Explain step by step what this person is doing.", "scenario": "quality",
+                           "max_tokens": "4"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == FIELDS
+    assert body["tier"] == "cloud" and resp.headers["x-vlrouter-tier"] == "cloud"
+    assert body["scenario"]["name"] == "quality"
+    assert abs(sum(body["scenario"][k] for k in ("speed", "quality", "energy")) - 1) < 1e-9
+    assert body["scores"]["image"] == 1.0 and body["policy"] == "complexity-rule"
+    assert body["tokens"]["completion"] <= 4 and body["tokens"]["prompt"] > 49
+    assert body["latency_ms"] >= body["route_ms"] >= 0
+    assert body["request_id"] == resp.headers["x-request-id"]
+
+
+def test_multipart_two_images_and_energy_scenario(http, photo_jpeg):
+    files = [("image", ("a.jpg", photo_jpeg, "image/jpeg")), ("image", ("b.png", png(), "image/png"))]
+    resp = http.post("/infer", files=files, data={"text": "Compare them.", "scenario": "energy", "max_tokens": "2"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["tier"] == "edge"  # tau(energy) is high
+
+
+def test_json_with_base64_and_data_url(http, photo_jpeg):
+    raw = base64.b64encode(photo_jpeg).decode()
+    for image in (raw, "data:image/jpeg;base64," + raw):
+        resp = http.post("/infer", json={"text": "What is this?", "image": image, "max_tokens": 2,
+                                         "scenario": {"speed": 1, "quality": 1, "energy": 0}})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["scenario"] == {"name": "custom", "speed": 0.5, "quality": 0.5, "energy": 0.0}
+
+
+def test_forced_model_reports_null_threshold(http):
+    body = http.post("/infer", json={"text": "hi", "model": "cloud", "max_tokens": 1}).json()
+    assert body["tier"] == "cloud" and body["policy"] == "forced" and body["threshold"] is None
+
+
+def test_infer_errors(http):
+    assert_error(http.post("/infer", json={"image": "x"}), 400, "invalid_value")  # no text
+    assert_error(http.post("/infer", json={"text": "hi", "image": "%%%"}), 400, "invalid_base64")
+    assert_error(http.post("/infer", content=b"{oops", headers={"content-type": "application/json"}),
+                 400, "invalid_json")
+    assert_error(http.post("/infer", files={"image": ("x.txt", b"plain text", "text/plain")},
+                           data={"text": "hi"}), 400, "invalid_image")
+    assert_error(http.post("/infer", data={"text": "hi", "max_tokens": "lots"}), 400, "invalid_value")
+    assert_error(http.post("/infer", data={"text": "hi", "scenario": "warp"}), 400, "invalid_scenario")
+    assert_error(http.post("/infer", content=b"text", headers={"content-type": "text/plain"}), 415)

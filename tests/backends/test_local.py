@@ -1,0 +1,73 @@
+"""The local backend on the demo VLM: real SmolLM2 decoder, loaded through AutoModelForImageTextToText."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from vlrouter.backends.base import BackendRejected, GenerationRequest, Message
+from vlrouter.backends.local import LocalVLMBackend, ModelLoadError
+from vlrouter.config import LocalBackendConfig
+from vlrouter.media import decode_image_bytes
+
+
+@pytest.fixture(scope="module")
+def demo_vlm(tmp_path_factory) -> Path:
+    built = ROOT / "models" / "demo-vlm"
+    if (built / "config.json").is_file():
+        return built
+    from vlrouter.demo_models import build_demo_vlm
+
+    return build_demo_vlm(tmp_path_factory.mktemp("demo") / "demo-vlm")
+
+
+def backend(path: Path) -> LocalVLMBackend:
+    return LocalVLMBackend("edge", LocalBackendConfig(kind="local", tier="edge", model_path=path, threads=2))
+
+
+@pytest.mark.slow
+def test_demo_vlm_answers_with_the_real_decoder(demo_vlm, photo_jpeg):
+    async def go():
+        b = backend(demo_vlm)
+        await b.start()
+        try:
+            text = await b.generate(GenerationRequest(
+                messages=[Message("user", ["What is the capital of France?"])], max_tokens=16))
+            image = decode_image_bytes(photo_jpeg, _limits())
+            seen = await b.generate(GenerationRequest(
+                messages=[Message("user", [image, "Describe the image."])], max_tokens=4))
+            return text, seen
+        finally:
+            await b.aclose()
+
+    text, seen = asyncio.run(go())
+    assert "Paris" in text.text
+    assert text.finish_reason == "stop" and text.ttft_s is not None
+    assert seen.prompt_tokens > 49 and seen.completion_tokens == 4 and seen.finish_reason == "length"
+
+
+def _limits():
+    from vlrouter.config import ImageLimits
+
+    return ImageLimits()
+
+
+def test_context_overflow_is_rejected(tiny_vlm):
+    async def go():
+        b = backend(tiny_vlm)
+        await b.start()
+        try:
+            await b.generate(GenerationRequest(messages=[Message("user", ["hi"])], max_tokens=4000))
+        finally:
+            await b.aclose()
+
+    with pytest.raises(BackendRejected, match="context"):
+        asyncio.run(go())
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"backends\.edge\.model_path"):
+        asyncio.run(backend(tmp_path / "nothing").start())

@@ -1,0 +1,165 @@
+"""Shared fixtures: tiny real-architecture models built locally, real servers on loopback.
+
+* ``tiny_vlm``: a random Idefics3 (SmolVLM architecture) VLM with the real SmolLM2 tokenizer,
+  built once per session into a temp dir and loaded through the same code as real weights.
+* ``model_server``: ``vlrouter serve-model`` on that model, as its own process (killable).
+* ``make_gateway``: a gateway app served by uvicorn in a thread on a free loopback port.
+
+Nothing here reads ``../shared`` or reaches a model hub.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    from vlrouter.cli import free_port as _free_port
+
+    return _free_port()
+
+
+class ModelServer:
+    """``vlrouter serve-model`` in a subprocess."""
+
+    def __init__(self, model: Path, name: str, log_path: Path, *extra: str):
+        self.port = free_port()
+        self.name = name
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(model), "--name", name,
+               "--port", str(self.port), "--threads", "1", "--log-level", "warning", *extra]
+        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        from vlrouter.cli import wait_ready
+
+        try:
+            wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.proc, timeout_s=120)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"serve-model failed to start: {log_path.read_text()[-2000:]}") from None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class ThreadServer:
+    """A real uvicorn server for an app, on a free loopback port, in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("gateway failed to start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory) -> Path:
+    from vlrouter.demo_models import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm")
+
+
+@pytest.fixture(scope="session")
+def model_server(tiny_vlm, tmp_path_factory):
+    server = ModelServer(tiny_vlm, "tiny-cloud", tmp_path_factory.mktemp("logs") / "serve-model.log")
+    yield server
+    server.stop()
+
+
+def gateway_settings(tiny_vlm: Path, cloud_url: str | None, **overrides):
+    from vlrouter.config import Settings
+
+    backends = {
+        "edge": {"kind": "local", "tier": "edge", "model_path": str(tiny_vlm), "served_name": "tiny-edge",
+                 "threads": 1, "timeouts": {"first_token_s": 30, "total_s": 60}},
+    }
+    if cloud_url:
+        backends["cloud"] = {"kind": "openai", "tier": "cloud", "base_url": cloud_url, "model": "tiny-cloud",
+                             "max_retries": 1, "backoff_s": 0.05,
+                             "timeouts": {"connect_s": 1, "first_token_s": 30, "total_s": 60}}
+    values = {"backends": backends, "routing": {"default_scenario": "quality"}, **overrides}
+
+    class _TestSettings(Settings):  # only what the test passes: no YAML, no VLROUTER_* env
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, *args, **kwargs):
+            return (init_settings,)
+
+    return _TestSettings(**values)
+
+
+@pytest.fixture
+def make_gateway(tiny_vlm):
+    """Factory: ``with make_gateway(cloud_url, **settings) as gw: gw.url``."""
+    from vlrouter.api.app import build_app
+
+    def factory(cloud_url: str | None, **overrides) -> ThreadServer:
+        return ThreadServer(build_app(gateway_settings(tiny_vlm, cloud_url, **overrides)))
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def gateway(tiny_vlm, model_server):
+    """A gateway (edge: in-process tiny VLM; cloud: the serve-model process), shared by API tests."""
+    from vlrouter.api.app import build_app
+
+    with ThreadServer(build_app(gateway_settings(tiny_vlm, model_server.base_url))) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def photo_jpeg() -> bytes:
+    """A real photograph (scikit-image's astronaut), JPEG-encoded."""
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photo_data_url(photo_jpeg) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(photo_jpeg).decode()
+
+
+@pytest.fixture
+def http(gateway):
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        yield client
