@@ -29,4 +29,10 @@ def import_torch():
             _LIBRARY = torch.library.Library("torchvision", "DEF")
             _LIBRARY.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
             _LIBRARY.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    try:  # weight-loading progress bars are noise in a server log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     return torch

@@ -57,15 +57,21 @@ def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float 
     raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s")
 
 
-def _check_model_paths(settings: Settings) -> None:
+def _check_model_paths(settings: Settings, *, backends: bool = True) -> None:
     problems = []
-    for name, b in settings.backends.items():
+    for name, b in settings.backends.items() if backends else ():
         path = b.model_path if isinstance(b, LocalBackendConfig) else (
             b.standin_model if isinstance(b, OpenAIBackendConfig) and not b.base_url else None)
         if path is not None and not (Path(path) / "config.json").is_file():
             field = "model_path" if isinstance(b, LocalBackendConfig) else "standin_model"
             problems.append(f"  backends.{name}.{field}: no model at {path} "
                             "(build the demo models: python scripts/make_demo_models.py)")
+    if settings.features.enabled:
+        for field in ("image_encoder", "text_encoder"):
+            enc = getattr(settings.features, field)
+            if enc is not None and not Path(enc.path).exists():
+                problems.append(f"  features.{field}.path: no model at {enc.path} "
+                                "(build the demo models: python scripts/make_demo_models.py)")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
@@ -168,6 +174,87 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_route(args: argparse.Namespace) -> int:
+    """Featurise one query, route it, and print what the router saw and decided."""
+    import asyncio
+    import json
+
+    from vlrouter.features import FeaturePipeline
+    from vlrouter.features.signals import SIGNALS
+    from vlrouter.media import MediaError, decode_image_bytes
+    from vlrouter.router import RoutingInput, ScenarioError, build_router, parse_scenario
+
+    settings = load_settings(args.config)
+    _setup_logging("warning")
+    if not settings.features.enabled:
+        raise ConfigError("features.enabled is false in this config: nothing to route on")
+    _check_model_paths(settings, backends=False)
+    try:
+        scenario = parse_scenario(args.scenario or settings.routing.default_scenario)
+    except ScenarioError as exc:
+        raise ConfigError(f"--scenario: {exc}") from exc
+    started = time.perf_counter()
+    pipeline = FeaturePipeline(settings.features)
+    router = build_router(settings.routing.policy)
+    load_ms = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    images = []
+    for path in args.image or []:
+        try:
+            images.append(decode_image_bytes(Path(path).read_bytes(), settings.images, str(path)))
+        except (OSError, MediaError) as exc:
+            raise ConfigError(f"--image {path}: {exc}") from exc
+    decode_ms = (time.perf_counter() - started) * 1000
+
+    async def run():
+        from PIL import Image
+
+        from vlrouter.media import DecodedImage
+
+        warm = DecodedImage(b"warm-up", "image/png", Image.new("RGB", (64, 64), "grey"))
+        await pipeline.extract("warm-up query, not cached for the real one", [warm])  # one-time torch set-up
+        features = await pipeline.extract(args.text, images)
+        t = time.perf_counter()
+        decision = router.route(RoutingInput(text=args.text, n_images=len(images),
+                                             image_pixels=sum(i.pixels for i in images), scenario=scenario,
+                                             features=features.vector))
+        router_ms = (time.perf_counter() - t) * 1000
+        await pipeline.aclose()
+        return features, decision, router_ms
+
+    features, decision, router_ms = asyncio.run(run())
+    timings = {"decode": decode_ms, **{k: v for k, v in features.timings_ms.items() if k != "features_total"},
+               "router": router_ms}
+    timings["total"] = decode_ms + features.timings_ms["features_total"] + router_ms
+    report = {
+        "query": {"words": len(args.text.split()), "images": [
+            {"path": str(p), "width": i.image.width, "height": i.image.height, "bytes": len(i.data)}
+            for p, i in zip(args.image or [], images, strict=True)]},
+        "features": {"spec": pipeline.spec.to_dict(), "dim": int(features.vector.shape[0]),
+                     "signals": {k: round(float(v), 4) for k, v in zip(SIGNALS, features.signals, strict=True)}},
+        "scenario": scenario.as_dict(),
+        "decision": {"tier": decision.tier, "policy": decision.policy, "threshold": decision.threshold,
+                     "scores": decision.scores, "reason": decision.reason},
+        "timing_ms": {k: round(v, 3) for k, v in timings.items()},
+        "load_ms": round(load_ms, 1),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    imgs = ", ".join(f"{d['width']}x{d['height']} ({d['bytes'] / 1024:.0f} kB)" for d in report["query"]["images"])
+    print(f"query     {report['query']['words']} words; images: {imgs or 'none'}")
+    print(f"features  {pipeline.spec.describe()} -> {report['features']['dim']}-d")
+    print("signals   " + " ".join(f"{k}={v:g}" for k, v in report["features"]["signals"].items()))
+    print(f"scenario  {scenario} (speed={scenario.speed:.2f} quality={scenario.quality:.2f} "
+          f"energy={scenario.energy:.2f})")
+    print(f"decision  {decision.tier.upper()} by {decision.policy}: {decision.reason}")
+    print("scores    " + " ".join(f"{k}={v:g}" for k, v in decision.scores.items()))
+    print("timing ms " + " | ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in report["timing_ms"].items())
+          + f"   (models loaded in {load_ms:.0f} ms, not included)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlrouter",
@@ -202,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="require this bearer key (default: $VLROUTER_SERVE_MODEL_API_KEY, else none)")
     sm.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     sm.set_defaults(func=cmd_serve_model)
+
+    route = sub.add_parser(
+        "route", help="featurise one query and show the routing decision (no model is called)",
+        description="Run the gateway's feature pipeline and router on one query and print the features summary, "
+                    "the decision, its scores and a timing breakdown (decode, signals, image encoder, text "
+                    "encoder, router), measured after a warm-up query.")
+    route.add_argument("--text", required=True, help="the question")
+    route.add_argument("--image", action="append", type=Path, help="image file (repeatable)")
+    route.add_argument("--scenario", help="fast | quality | energy | JSON weights | speed=..,quality=..")
+    route.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
+    route.add_argument("--json", action="store_true", help="print JSON instead of text")
+    route.set_defaults(func=cmd_route)
     return parser
 
 

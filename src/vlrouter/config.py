@@ -106,6 +106,38 @@ class OpenAIBackendConfig(_BackendBase):
 BackendConfig = Annotated[LocalBackendConfig | OpenAIBackendConfig, Field(discriminator="kind")]
 
 
+class EncoderConfig(_Strict):
+    """One encoder, loaded from a local path only.
+
+    kinds: ``open_clip`` (a folder with open_clip_config.json + weights, or a weights file plus
+    ``arch`` such as ViT-B-16-SigLIP), ``hf_siglip`` (a transformers SiglipModel folder) and
+    ``hf_text`` (a transformers encoder folder: BGE / BERT / XLM-R).
+    """
+
+    kind: Literal["open_clip", "hf_siglip", "hf_text"]
+    path: Path
+    arch: str | None = None
+    pooling: Literal["auto", "cls", "mean"] = "auto"  # hf_text; auto: the folder's pooling config, else CLS
+    max_length: int = Field(256, ge=8, le=8192)
+
+
+class BatchingConfig(_Strict):
+    enabled: bool = True
+    max_batch: int = Field(16, ge=1, le=1024)
+    max_wait_ms: float = Field(4.0, ge=0, le=1000)
+
+
+class FeaturesConfig(_Strict):
+    enabled: bool = True
+    image_encoder: EncoderConfig | None = None
+    text_encoder: EncoderConfig | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for the encoders")
+    cache_entries: int = Field(4096, ge=0, description="LRU entries per encoder; 0 disables the cache")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+
 class RoutingConfig(_Strict):
     policy: str = "complexity-rule"
     default_scenario: str | dict[str, float] = "quality"
@@ -122,6 +154,7 @@ class Settings(BaseSettings):
     images: ImageLimits = Field(default_factory=ImageLimits)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None

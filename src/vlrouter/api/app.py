@@ -15,7 +15,9 @@ from vlrouter.api.routes import api, open_routes
 from vlrouter.api.serving import Gateway
 from vlrouter.backends import build_backend
 from vlrouter.config import Settings
+from vlrouter.features import FeaturePipeline
 from vlrouter.router import build_router
+from vlrouter.telemetry.metrics import Metrics
 
 log = logging.getLogger("vlrouter")
 
@@ -25,16 +27,26 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
     async def lifespan(app: FastAPI):
         backends = {name: build_backend(name, cfg, standin=name in standins)
                     for name, cfg in settings.backends.items()}
+        features = None
         try:
-            await asyncio.gather(*(b.start() for b in backends.values()))
-            gateway = Gateway.create(settings, backends, build_router(settings.routing.policy), standins)
-            app.state.gateway = gateway
+            metrics = Metrics()
+            loading = [b.start() for b in backends.values()]
+            if settings.features.enabled:
+                loading.append(asyncio.to_thread(FeaturePipeline, settings.features, metrics))
+            loaded = await asyncio.gather(*loading)
+            if settings.features.enabled:
+                features = loaded[-1]
+                log.info("features: %s", features.spec.describe())
+            app.state.gateway = Gateway.create(settings, backends, build_router(settings.routing.policy),
+                                               metrics=metrics, features=features, standins=standins)
             for name, b in backends.items():
                 label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""
                 log.info("backend %s: tier=%s kind=%s model=%s%s", name, b.tier, b.kind, b.model, label)
             yield
         finally:
             await asyncio.gather(*(b.aclose() for b in backends.values()), return_exceptions=True)
+            if features is not None:
+                await features.aclose()
             if getattr(app.state, "gateway", None) is not None:
                 await app.state.gateway.http.aclose()
 

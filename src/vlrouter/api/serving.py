@@ -23,6 +23,7 @@ from vlrouter.api.errors import APIError, to_api_error
 from vlrouter.backends.base import Backend, GenerationRequest, Message, StreamDelta
 from vlrouter.backends.fallback import AllBackendsFailed, Attempts, CircuitBreaker, Dispatcher
 from vlrouter.config import TIERS, Settings
+from vlrouter.features import FeaturePipeline
 from vlrouter.media import DecodedImage, MediaError, decode_base64_image, decode_image_bytes, fetch_remote_image
 from vlrouter.protocol import (
     AssistantMessage,
@@ -55,16 +56,17 @@ class Gateway:
     metrics: Metrics
     http: httpx.AsyncClient  # for allow-listed remote image URLs
     default_scenario: Scenario
+    features: FeaturePipeline | None = None
     standins: frozenset[str] = frozenset()
 
     @classmethod
-    def create(cls, settings: Settings, backends: dict[str, Backend], router: Router,
-               standins: frozenset[str] = frozenset()) -> Gateway:
+    def create(cls, settings: Settings, backends: dict[str, Backend], router: Router, *, metrics: Metrics,
+               features: FeaturePipeline | None = None, standins: frozenset[str] = frozenset()) -> Gateway:
         breakers = {name: CircuitBreaker(settings.backends[name].circuit) for name in backends}
         return cls(settings=settings, backends=backends, router=router,
-                   dispatcher=Dispatcher(backends, breakers), metrics=Metrics(),
+                   dispatcher=Dispatcher(backends, breakers), metrics=metrics,
                    http=httpx.AsyncClient(), default_scenario=parse_scenario(settings.routing.default_scenario),
-                   standins=standins)
+                   features=features, standins=standins)
 
     def by_model_name(self, model: str) -> str | None:
         if model in self.backends:
@@ -150,14 +152,16 @@ class ChatServing:
         return value
 
     # ------------------------------------------------------------------ routing
-    def _plan(self, query: Query) -> Plan:
+    async def _plan(self, query: Query) -> Plan:
         started = time.perf_counter()
         gw = self.gw
         if query.model == AUTO_MODEL:
             images = query.generation.images
+            text = query.generation.text
+            features = await gw.features.extract(text, images) if gw.features is not None else None
             decision = gw.router.route(RoutingInput(
-                text=query.generation.text, n_images=len(images),
-                image_pixels=sum(img.pixels for img in images), scenario=query.scenario))
+                text=text, n_images=len(images), image_pixels=sum(img.pixels for img in images),
+                scenario=query.scenario, features=None if features is None else features.vector))
             primary = gw.first_of_tier(decision.tier)
             other = next((t for t in TIERS if t != decision.tier), "cloud")
             if primary is None:  # e.g. an edge-only deployment
@@ -238,7 +242,7 @@ class ChatServing:
                     stop=body.stop or [], seed=body.seed, request_id=request.state.request_id),
             )
             query.generation.messages = query.messages
-            plan = self._plan(query)
+            plan = await self._plan(query)
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 return await self._stream_chat(query, plan, include_usage)
@@ -314,7 +318,7 @@ class ChatServing:
                     messages=messages, max_tokens=self._max_tokens(body.max_tokens),
                     temperature=body.temperature or 0.0, request_id=request.state.request_id),
             )
-            plan = self._plan(query)
+            plan = await self._plan(query)
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc

@@ -83,9 +83,6 @@ class LocalVLMBackend:
             )
         torch = import_torch()
         from transformers import AutoModelForImageTextToText, AutoProcessor
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         device = self.config.device

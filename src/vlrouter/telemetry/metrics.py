@@ -30,5 +30,8 @@ class Metrics:
         self.fallbacks = Counter("vlrouter_fallbacks", "Requests answered by a fallback backend",
                                  ["from_backend", "to_backend"], registry=r)
 
+        self.feature_cache = Counter("vlrouter_feature_cache", "Embedding cache lookups by encoder and result",
+                                     ["encoder", "result"], registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
