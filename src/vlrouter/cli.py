@@ -72,6 +72,9 @@ def _check_model_paths(settings: Settings, *, backends: bool = True) -> None:
             if enc is not None and not Path(enc.path).exists():
                 problems.append(f"  features.{field}.path: no model at {enc.path} "
                                 "(build the demo models: python scripts/make_demo_models.py)")
+    ckpt = settings.routing.checkpoint
+    if backends and ckpt is not None and not (Path(ckpt) / "router.json").is_file():
+        problems.append(f"  routing.checkpoint: no router at {ckpt} (train one: vlrouter train --data DIR --out PATH)")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
@@ -255,6 +258,116 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset_features(args: argparse.Namespace):
+    """Load a routing dataset and its fused features through the configured feature pipeline."""
+    from vlrouter.eval.dataset import DatasetError, load_dataset
+    from vlrouter.eval.featurize import featurize
+    from vlrouter.features import FeaturePipeline
+
+    settings = load_settings(args.config)
+    _setup_logging("warning")
+    if not settings.features.enabled:
+        raise ConfigError("features.enabled is false in this config: a router needs query features")
+    _check_model_paths(settings, backends=False)
+    try:
+        ds = load_dataset(args.data, seed=args.seed)
+    except (DatasetError, OSError) as exc:
+        raise ConfigError(f"--data {args.data}: {exc}") from exc
+    pipeline = FeaturePipeline(settings.features)
+    X = featurize(ds, pipeline, cache_dir=args.cache_dir, progress=not args.no_progress)
+    return ds, X, pipeline
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vlrouter.router.train import TrainConfig, train_router
+    from vlrouter.router.utility import Outcomes
+
+    ds, X, pipeline = _dataset_features(args)
+    train_idx, dev_idx = ds.split("train"), ds.split("dev")
+    if len(train_idx) == 0 or len(dev_idx) == 0:
+        raise ConfigError(f"--data {args.data}: needs train and dev queries (found {len(train_idx)} / {len(dev_idx)})")
+    outcomes = Outcomes.from_dataset(ds, train_idx)
+    config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs, beta=args.beta)
+    router, info = train_router(X, outcomes, train_idx, dev_idx, spec=pipeline.spec,
+                                models=[{"name": m.name, "tier": m.tier} for m in ds.models], config=config,
+                                progress=not args.no_progress)
+    router.meta["training"]["data"] = str(args.data)
+    router.save(args.out)
+    print(f"trained on {info['n_train']} queries ({info['epochs']} epochs, best {info['best_epoch']}, "
+          f"{info['seconds']}s); checkpoint: {args.out}")
+    for name, row in router.meta["dev_metrics"].items():
+        print(f"  dev {name:<8} tau={row['tau']:.2f} edge={row['edge_share']:.1%} quality={row['quality']:.3f} "
+              f"U={row['utility']:.3f}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vlrouter.router.mlp import MLPRouter
+    from vlrouter.router.scenario import PRESETS
+    from vlrouter.router.utility import Outcomes
+
+    ds, X, pipeline = _dataset_features(args)
+    router = MLPRouter.load(args.router, expected_spec=pipeline.spec)
+    idx = ds.split(args.split)
+    outcomes = Outcomes.from_dataset(ds, ds.split("train"), refs=router.refs)
+    probs, _ = router.predict(X[idx], np.array(PRESETS[args.scenario]))
+    rows = []
+    for tau in np.linspace(0, 1, 201):
+        chosen = router.choose(probs, tau)
+        rows.append((float(tau), float((router.tiers[chosen] == "edge").mean()),
+                     float(outcomes.energy[idx, chosen].mean()), float(outcomes.quality[idx, chosen].mean())))
+    if args.target_edge_share is not None:
+        tau, share, energy, quality = min(rows, key=lambda r: (abs(r[1] - args.target_edge_share), -r[3]))
+    else:
+        feasible = [r for r in rows if r[2] <= args.energy_budget]
+        if not feasible:
+            raise ConfigError(f"--energy-budget {args.energy_budget}: no threshold meets it on {args.split} "
+                              f"(lowest mean is {min(r[2] for r in rows):.4g} {router.refs.energy_source})")
+        tau, share, energy, quality = max(feasible, key=lambda r: (r[3], r[1]))
+    thresholds = dict(router.thresholds)
+    old = thresholds[args.scenario]
+    thresholds[args.scenario] = tau
+    router.set_thresholds(thresholds)
+    router.meta.setdefault("calibration", {})[args.scenario] = {
+        "tau": tau, "split": args.split, "edge_share": share, "mean_energy": energy, "quality": quality,
+        "target_edge_share": args.target_edge_share, "energy_budget": args.energy_budget}
+    router.save(args.router)
+    print(f"{args.scenario}: tau {old:.3f} -> {tau:.3f} on {args.split} (n={len(idx)}): edge share {share:.1%}, "
+          f"quality {quality:.3f}, mean {router.refs.energy_source} {energy:.4g}; saved to {args.router}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from vlrouter.eval.evaluate import evaluate, sweep
+    from vlrouter.eval.report import format_table, pareto_plot
+    from vlrouter.router.mlp import MLPRouter
+
+    ds, X, pipeline = _dataset_features(args)
+    router = MLPRouter.load(args.router, expected_spec=pipeline.spec)
+    report = evaluate(ds, X, router, split=args.split, seed=args.seed)
+    print(format_table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        pareto_plot(report, sweep(ds, X, router, "quality", args.split), args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="routing dataset directory (see README)")
+    p.add_argument("--config", type=Path, help="YAML settings whose features: section embeds the queries")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, training and random baselines")
+    p.add_argument("--cache-dir", type=Path, default=Path(".cache/vlrouter/features"),
+                   help="where fused features are cached (default .cache/vlrouter/features)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlrouter",
@@ -301,6 +414,40 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
     route.add_argument("--json", action="store_true", help="print JSON instead of text")
     route.set_defaults(func=cmd_route)
+
+    train = sub.add_parser("train", help="train the scenario-conditioned MLP router on a routing dataset",
+                           description="Embed the dataset's queries with the configured feature pipeline, train "
+                                       "the MLP router on train (early stopping on dev), calibrate tau per "
+                                       "scenario on dev, and write a checkpoint directory.")
+    _data_args(train)
+    train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    train.add_argument("--max-epochs", type=int, default=300)
+    train.add_argument("--beta", type=float, default=10.0, help="soft-label sharpness (default 10)")
+    train.set_defaults(func=cmd_train)
+
+    cal = sub.add_parser("calibrate", help="set a scenario's threshold from dev data (edge share or energy budget)",
+                         description="Set one scenario's tau in a checkpoint from dev data: the tau whose edge "
+                                     "share is closest to --target-edge-share, or the best-quality tau whose mean "
+                                     "energy stays within --energy-budget (joules; cost where the data has no "
+                                     "energy).")
+    _data_args(cal)
+    cal.add_argument("--router", type=Path, required=True, help="checkpoint directory (updated in place)")
+    cal.add_argument("--scenario", choices=["fast", "quality", "energy"], default="quality")
+    cal.add_argument("--split", default="dev", choices=["train", "dev"], help="never calibrate on test")
+    goal = cal.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--target-edge-share", type=float, help="e.g. 0.8")
+    goal.add_argument("--energy-budget", type=float, help="mean joules per query")
+    cal.set_defaults(func=cmd_calibrate)
+
+    ev = sub.add_parser("eval", help="evaluate a router against baselines on the test split",
+                        description="Per scenario and per policy: edge share, quality (APSP), quality retention, "
+                                    "latency and energy reduction vs all-cloud, cost, Rank Score (beta 0.1), RCS.")
+    _data_args(ev)
+    ev.add_argument("--router", type=Path, required=True, help="checkpoint directory")
+    ev.add_argument("--split", default="test", choices=["dev", "test"])
+    ev.add_argument("--json", type=Path, help="write the report as JSON")
+    ev.add_argument("--plot", type=Path, help="write a Pareto plot (PNG)")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -142,7 +142,15 @@ class RoutingConfig(_Strict):
     policy: str = "complexity-rule"
     default_scenario: str | dict[str, float] = "quality"
     fallback: bool = True
-    checkpoint: Path | None = None
+    checkpoint: Path | None = Field(None, description="trained router directory (router.json + .safetensors)")
+
+    @model_validator(mode="after")
+    def _checkpoint_policy(self) -> RoutingConfig:
+        if self.policy == "mlp" and self.checkpoint is None:
+            raise ValueError("policy mlp needs checkpoint: a directory written by `vlrouter train`")
+        if self.checkpoint is not None and self.policy != "mlp":
+            raise ValueError(f"checkpoint is set but policy is {self.policy!r}; use policy: mlp")
+        return self
 
 
 class Settings(BaseSettings):

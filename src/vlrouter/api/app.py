@@ -22,6 +22,20 @@ from vlrouter.telemetry.metrics import Metrics
 log = logging.getLogger("vlrouter")
 
 
+def load_router(settings: Settings, features: FeaturePipeline | None):
+    """The configured policy; a trained one is loaded from its checkpoint and checked against the features."""
+    if settings.routing.checkpoint is None:
+        return build_router(settings.routing.policy)
+    from vlrouter.router.mlp import MLPRouter
+
+    if features is None:
+        raise RuntimeError("routing.checkpoint needs features.enabled: true (the router scores fused features)")
+    router = MLPRouter.load(settings.routing.checkpoint, expected_spec=features.spec)
+    log.info("router: %s from %s (tau fast/quality/energy = %s)", router.name, settings.routing.checkpoint,
+             "/".join(f"{router.thresholds[k]:.2f}" for k in ("fast", "quality", "energy")))
+    return router
+
+
 def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -37,7 +51,7 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
             if settings.features.enabled:
                 features = loaded[-1]
                 log.info("features: %s", features.spec.describe())
-            app.state.gateway = Gateway.create(settings, backends, build_router(settings.routing.policy),
+            app.state.gateway = Gateway.create(settings, backends, load_router(settings, features),
                                                metrics=metrics, features=features, standins=standins)
             for name, b in backends.items():
                 label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""

@@ -197,6 +197,7 @@ class ChatServing:
             "x-vlrouter-backend": backend.name,
             "x-vlrouter-route-ms": f"{plan.route_s * 1000:.3f}",
             "x-vlrouter-policy": plan.decision.policy,
+            "x-vlrouter-threshold": "" if math.isnan(plan.decision.threshold) else f"{plan.decision.threshold:.4f}",
             "x-vlrouter-scenario": str(query.scenario),
         }
         if attempts.fell_back:

@@ -33,6 +33,7 @@ class Decision:
     threshold: float
     scores: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    model: str | None = None  # the chosen model, for routers that pick among several per tier
 
 
 class Router(ABC):

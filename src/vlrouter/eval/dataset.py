@@ -1,0 +1,201 @@
+"""Routing datasets: vlrouter's directory format, and an importer for Y/C matrix releases.
+
+vlrouter format (a directory):
+
+* ``models.json``: ``[{"name": ..., "tier": "edge" | "cloud"}, ...]`` (two or more models)
+* ``queries.jsonl``: ``{"id", "text", "image": relative path or null, "split": "train" | "dev" | "test"}``;
+  with no ``split`` a seeded 70/10/20 split is drawn; any other field is kept in ``extra``
+* ``outcomes.jsonl``: one row per (query, model): ``{"id", "model", "quality": 0..1, "cost_usd",
+  "latency_s", "energy_j"}``; cost, latency and energy may be missing
+
+In memory every outcome column is a ``(queries, models)`` float matrix with NaN where unknown.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPLITS = ("train", "dev", "test")
+COLUMNS = {"quality": "quality", "cost": "cost_usd", "latency": "latency_s", "energy": "energy_j"}
+
+
+class DatasetError(ValueError):
+    pass
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    tier: str
+
+
+@dataclass
+class Query:
+    id: str
+    text: str
+    image: str | None
+    split: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RoutingDataset:
+    models: list[ModelInfo]
+    queries: list[Query]
+    quality: np.ndarray
+    cost: np.ndarray
+    latency: np.ndarray
+    energy: np.ndarray
+    root: Path | None = None
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    @property
+    def tiers(self) -> np.ndarray:
+        return np.array([m.tier for m in self.models])
+
+    def split(self, name: str) -> np.ndarray:
+        return np.array([i for i, q in enumerate(self.queries) if q.split == name], dtype=int)
+
+    def has(self, column: str) -> bool:
+        return bool(np.isfinite(getattr(self, column)).any())
+
+    def image_path(self, query: Query) -> Path | None:
+        if query.image is None:
+            return None
+        if self.root is None:
+            raise DatasetError("dataset has no root directory to resolve image paths against")
+        return self.root / query.image
+
+    def subset(self, idx: np.ndarray) -> RoutingDataset:
+        return RoutingDataset(self.models, [self.queries[i] for i in idx], self.quality[idx], self.cost[idx],
+                              self.latency[idx], self.energy[idx], self.root)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}:{n}: invalid JSON: {exc.msg}") from exc
+    return rows
+
+
+def _assign_splits(queries: list[Query], seed: int) -> None:
+    missing = [q for q in queries if not q.split]
+    if not missing:
+        return
+    order = np.random.default_rng(seed).permutation(len(missing))
+    n_train, n_dev = int(0.7 * len(missing)), int(0.1 * len(missing))
+    for rank, i in enumerate(order):
+        missing[i].split = "train" if rank < n_train else "dev" if rank < n_train + n_dev else "test"
+
+
+def load_dataset(root: str | Path, *, seed: int = 0) -> RoutingDataset:
+    root = Path(root)
+    for name in ("models.json", "queries.jsonl", "outcomes.jsonl"):
+        if not (root / name).is_file():
+            raise DatasetError(f"{root}: missing {name} (see README: routing dataset format)")
+    models = [ModelInfo(m["name"], m["tier"]) for m in json.loads((root / "models.json").read_text())]
+    if len(models) < 2:
+        raise DatasetError(f"{root}/models.json: need two or more models")
+    for m in models:
+        if m.tier not in ("edge", "cloud"):
+            raise DatasetError(f"{root}/models.json: model {m.name!r} has tier {m.tier!r}; use edge or cloud")
+    queries = []
+    for row in _read_jsonl(root / "queries.jsonl"):
+        split = row.get("split") or ""
+        if split and split not in SPLITS:
+            raise DatasetError(f"query {row.get('id')!r}: split {split!r} is not one of {SPLITS}")
+        extra = {k: v for k, v in row.items() if k not in ("id", "text", "image", "split")}
+        queries.append(Query(str(row["id"]), row.get("text") or "", row.get("image"), split, extra))
+    _assign_splits(queries, seed)
+    q_index = {q.id: i for i, q in enumerate(queries)}
+    m_index = {m.name: j for j, m in enumerate(models)}
+    mats = {k: np.full((len(queries), len(models)), np.nan) for k in COLUMNS}
+    for row in _read_jsonl(root / "outcomes.jsonl"):
+        i, j = q_index.get(str(row["id"])), m_index.get(row["model"])
+        if i is None or j is None:
+            continue  # outcomes for queries or models not listed are ignored
+        for key, col in COLUMNS.items():
+            value = row.get(col)
+            if value is not None:
+                mats[key][i, j] = float(value)
+    if np.isnan(mats["quality"]).all():
+        raise DatasetError(f"{root}/outcomes.jsonl: no quality values for the listed queries and models")
+    return RoutingDataset(models, queries, mats["quality"], mats["cost"], mats["latency"], mats["energy"], root)
+
+
+def save_dataset(ds: RoutingDataset, root: str | Path) -> Path:
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "models.json").write_text(json.dumps([{"name": m.name, "tier": m.tier} for m in ds.models], indent=1))
+    with open(root / "queries.jsonl", "w", encoding="utf-8") as f:
+        for q in ds.queries:
+            f.write(json.dumps({"id": q.id, "text": q.text, "image": q.image, "split": q.split, **q.extra}) + "\n")
+    with open(root / "outcomes.jsonl", "w", encoding="utf-8") as f:
+        for i, q in enumerate(ds.queries):
+            for j, m in enumerate(ds.models):
+                if np.isnan(ds.quality[i, j]):
+                    continue
+                row: dict[str, Any] = {"id": q.id, "model": m.name}
+                for key, col in COLUMNS.items():
+                    value = getattr(ds, key)[i, j]
+                    if np.isfinite(value):
+                        row[col] = float(value)
+                f.write(json.dumps(row) + "\n")
+    return root
+
+
+def _read_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    ids = [r[0] for r in body]
+    values = np.array([[float(v) if v not in ("", "nan", "NaN") else np.nan for v in r[1:]] for r in body])
+    return header[1:], ids, values
+
+
+def import_matrix_release(root: str | Path, *, tiers: dict[str, str] | None = None, seed: int = 0) -> RoutingDataset:
+    """Import a VL-RouterBench-style release: quality matrix Y, cost matrix C and sample metadata.
+
+    Expected files (CSV, first column the sample id, one column per model):
+    ``Y.csv`` (quality 0..1), ``C.csv`` (cost in USD, optional) and ``samples.jsonl``
+    (``{"id", "text"/"question", "image", "split"}``, optional). Model tiers come from ``tiers``,
+    or ``models.json`` beside the matrices; models not named there count as cloud.
+    """
+    root = Path(root)
+    if not (root / "Y.csv").is_file():
+        raise DatasetError(f"{root}: missing Y.csv (quality matrix)")
+    names, ids, quality = _read_matrix(root / "Y.csv")
+    cost = np.full_like(quality, np.nan)
+    if (root / "C.csv").is_file():
+        c_names, c_ids, c_values = _read_matrix(root / "C.csv")
+        if c_names != names or c_ids != ids:
+            raise DatasetError(f"{root}: C.csv rows/columns do not match Y.csv")
+        cost = c_values
+    if tiers is None and (root / "models.json").is_file():
+        tiers = {m["name"]: m["tier"] for m in json.loads((root / "models.json").read_text())}
+    tiers = tiers or {}
+    meta = {str(r["id"]): r for r in _read_jsonl(root / "samples.jsonl")} if (root / "samples.jsonl").is_file() else {}
+    queries = []
+    for sid in ids:
+        row = meta.get(sid, {})
+        extra = {k: v for k, v in row.items() if k not in ("id", "text", "question", "image", "split")}
+        queries.append(Query(sid, row.get("text") or row.get("question") or "", row.get("image"),
+                             row.get("split") or "", extra))
+    _assign_splits(queries, seed)
+    models = [ModelInfo(n, tiers.get(n, "cloud")) for n in names]
+    nan = np.full_like(quality, np.nan)
+    return RoutingDataset(models, queries, quality, cost, nan.copy(), nan.copy(), root)

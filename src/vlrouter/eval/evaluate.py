@@ -1,0 +1,175 @@
+"""Evaluation of a router against baselines, per scenario, in the papers' metrics.
+
+Baselines (all choose among the dataset's N models, under the same scenario utility):
+  oracle        the model with the highest realised utility for each query (an upper bound)
+  always_edge   the edge model with the best train quality; always_cloud: the strongest cloud model
+                on train ("all-cloud", the reference for retention and reductions)
+  random        models drawn at random with the MLP's own per-model shares (so its edge share matches)
+  knn           k=10 nearest train queries (cosine, standardised features): mean quality per model,
+                with train-mean latency/energy, then the highest expected utility
+  linear        ridge regression of quality per model on all features, then the same argmax
+  signals       INAR-VL-style: the same ridge on the complexity signals only
+
+Metrics per scenario and policy: edge share, quality (APSP for 0/1 quality), quality retention vs
+all-cloud, latency and energy reduction vs all-cloud (where the dataset has them), mean cost, Rank
+Score (VL-RouterBench, beta 0.1, cost bounds = cheapest and dearest single model on the split), RCS,
+and mean realised utility. RCS is our own scenario-weighted score, w_q * retention + w_s * latency
+reduction + w_e * energy reduction, since ECVL-Router's exact formula was not at hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlrouter.eval.dataset import RoutingDataset
+from vlrouter.router.mlp import MLPRouter
+from vlrouter.router.scenario import PRESETS
+from vlrouter.router.utility import Outcomes
+
+BETA = 0.1
+
+
+def rank_score(quality: float, cost: float, cmin: float, cmax: float, beta: float = BETA) -> float | None:
+    if not (math.isfinite(cost) and cmin > 0 and cmax > cmin):
+        return None
+    c = min(max(cost, cmin), cmax)
+    cn = (math.log2(cmax) - math.log2(c)) / (math.log2(cmax) - math.log2(cmin))
+    denom = beta * quality + cn
+    return (1 + beta) * quality * cn / denom if denom > 0 else 0.0
+
+
+@dataclass
+class Baselines:
+    """Fitted predictors of per-model quality used by the knn / linear / signals policies."""
+
+    X_train: np.ndarray
+    Q_train: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    signal_slice: slice
+    k: int = 10
+    ridge: float = 1.0
+
+    def __post_init__(self):
+        Z = self._std(self.X_train)
+        self._train_unit = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-9)
+        self._w_all = self._fit_ridge(Z)
+        self._w_sig = self._fit_ridge(Z[:, self.signal_slice])
+
+    def _std(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.std
+
+    def _fit_ridge(self, Z: np.ndarray) -> np.ndarray:
+        A = np.hstack([Z, np.ones((len(Z), 1))])
+        reg = self.ridge * np.eye(A.shape[1])
+        reg[-1, -1] = 0
+        return np.linalg.solve(A.T @ A + reg, A.T @ self.Q_train)
+
+    def knn_quality(self, X: np.ndarray) -> np.ndarray:
+        Z = self._std(X)
+        Z = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-9)
+        nearest = np.argsort(-(Z @ self._train_unit.T), axis=1)[:, : self.k]
+        return self.Q_train[nearest].mean(axis=1)
+
+    def linear_quality(self, X: np.ndarray, signals_only: bool = False) -> np.ndarray:
+        Z = self._std(X)
+        if signals_only:
+            Z, w = Z[:, self.signal_slice], self._w_sig
+        else:
+            w = self._w_all
+        return np.clip(np.hstack([Z, np.ones((len(Z), 1))]) @ w, 0, 1)
+
+
+def _argmax_expected(q_hat: np.ndarray, out: Outcomes, train_idx: np.ndarray, w: np.ndarray) -> np.ndarray:
+    lat = out.latency[train_idx].mean(0) / out.refs.lat_ref
+    energy = out.energy[train_idx].mean(0) / out.refs.energy_ref
+    return np.argmax(w[1] * q_hat - w[0] * lat - w[2] * energy, axis=1)
+
+
+def _metrics(ds: RoutingDataset, out: Outcomes, idx: np.ndarray, chosen: np.ndarray, w: np.ndarray,
+             ref_model: int, cmin: float, cmax: float) -> dict:
+    rows = np.arange(len(idx))
+    q = float(out.quality[idx, chosen].mean())
+    q_ref = float(out.quality[idx, ref_model].mean())
+    res = {"edge_share": float((ds.tiers[chosen] == "edge").mean()), "quality": q,
+           "quality_retention": q / q_ref if q_ref > 0 else None}
+    for key, column in (("latency_reduction", "latency"), ("energy_reduction", "energy")):
+        if ds.has(column):
+            matrix = getattr(out, column)
+            ref = float(matrix[idx, ref_model].mean())
+            res[key] = 1 - float(matrix[idx, chosen].mean()) / ref if ref > 0 else None
+        else:
+            res[key] = None
+    res["cost"] = float(out.cost[idx, chosen].mean()) if ds.has("cost") else None
+    res["rank_score"] = rank_score(q, res["cost"], cmin, cmax) if res["cost"] is not None else None
+    parts = [res["quality_retention"] or 0.0, res["latency_reduction"] or 0.0, res["energy_reduction"] or 0.0]
+    res["rcs"] = float(w[1] * parts[0] + w[0] * parts[1] + w[2] * parts[2])
+    res["utility"] = float(out.utility(w, idx)[rows, chosen].mean())
+    res["model_shares"] = {m: float((chosen == j).mean()) for j, m in enumerate(ds.model_names)}
+    res["mean_latency"] = float(out.latency[idx, chosen].mean())  # in the units of refs.lat_source
+    res["mean_energy"] = float(out.energy[idx, chosen].mean())
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}
+
+
+def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str = "test", seed: int = 0,
+             random_draws: int = 20) -> dict:
+    train_idx, idx = ds.split("train"), ds.split(split)
+    if len(idx) == 0:
+        raise ValueError(f"dataset has no {split!r} queries")
+    out = Outcomes.from_dataset(ds, train_idx, refs=router.refs)
+    tiers = ds.tiers
+    train_q = out.quality[train_idx].mean(0)
+    cloud_models = np.where(tiers == "cloud")[0]
+    edge_models = np.where(tiers == "edge")[0]
+    all_cloud = int(cloud_models[np.argmax(train_q[cloud_models])]) if len(cloud_models) else int(np.argmax(train_q))
+    best_edge = int(edge_models[np.argmax(train_q[edge_models])]) if len(edge_models) else all_cloud
+    mean_costs = out.cost[idx].mean(0) if ds.has("cost") else np.array([np.nan])
+    cmin, cmax = float(np.nanmin(mean_costs)), float(np.nanmax(mean_costs))
+    base = Baselines(X[train_idx], out.quality[train_idx], router.mean, router.std, router.spec.slices()["signals"])
+    q_knn, q_lin, q_sig = base.knn_quality(X[idx]), base.linear_quality(X[idx]), base.linear_quality(X[idx], True)
+    rng = np.random.default_rng(seed)
+    report = {"split": split, "n": len(idx), "all_cloud_model": ds.model_names[all_cloud],
+              "rank_score_cost_bounds": [cmin, cmax], "scenarios": {}}
+    for name, w_tuple in PRESETS.items():
+        w = np.array(w_tuple)
+        probs, _ = router.predict(X[idx], w)
+        mlp = router.choose(probs, router.threshold_for(name))
+        u = out.utility(w, idx)
+        shares = np.bincount(mlp, minlength=len(ds.models)) / len(idx)
+        choices = {
+            "mlp": mlp,
+            "oracle": np.argmax(u - 1e-9 * out.cost[idx], axis=1),
+            "always_edge": np.full(len(idx), best_edge),
+            "always_cloud": np.full(len(idx), all_cloud),
+            "knn": _argmax_expected(q_knn, out, train_idx, w),
+            "linear": _argmax_expected(q_lin, out, train_idx, w),
+            "signals": _argmax_expected(q_sig, out, train_idx, w),
+        }
+        scenario = {k: _metrics(ds, out, idx, v, w, all_cloud, cmin, cmax) for k, v in choices.items()}
+        draws = [_metrics(ds, out, idx, rng.choice(len(ds.models), size=len(idx), p=shares), w, all_cloud, cmin, cmax)
+                 for _ in range(random_draws)]
+        scenario["random"] = {k: (round(float(np.mean([d[k] for d in draws])), 5)
+                                  if draws[0][k] is not None and not isinstance(draws[0][k], dict) else draws[0][k])
+                              for k in draws[0]}
+        scenario["random"]["draws"] = random_draws
+        report["scenarios"][name] = scenario
+    return report
+
+
+def sweep(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, scenario: str = "quality",
+          split: str = "test", points: int = 41) -> list[dict]:
+    """The router's curve over thresholds: one point per tau."""
+    train_idx, idx = ds.split("train"), ds.split(split)
+    out = Outcomes.from_dataset(ds, train_idx, refs=router.refs)
+    probs, _ = router.predict(X[idx], np.array(PRESETS[scenario]))
+    curve = []
+    for tau in np.linspace(0, 1, points):
+        chosen = router.choose(probs, tau)
+        curve.append({"tau": float(tau), "quality": float(out.quality[idx, chosen].mean()),
+                      "latency": float(out.latency[idx, chosen].mean()),
+                      "energy": float(out.energy[idx, chosen].mean()),
+                      "edge_share": float((ds.tiers[chosen] == "edge").mean())})
+    return curve

@@ -1,0 +1,134 @@
+"""Training the MLP router: soft scenario labels, early stopping on dev, tau calibration.
+
+Soft labels generalise VL-RouterBench's (softmax of -lambda*cost over the correct models) to the
+scenario utility: t(m | x, w) = softmax_m(beta * U(m | w)) with U from ``utility.py``. With w = pure
+quality and beta large this is "the correct models"; the cost terms break ties toward the cheaper,
+faster, lower-energy model; when no model is correct the cheapest wins. Each batch row gets its own w:
+a Dirichlet(1, 1, 1) draw over the simplex, or (``preset_fraction`` of rows) one of the three presets.
+Loss = soft-label cross-entropy + ``quality_weight`` * BCE of the quality head. Adam, seeded,
+early stopping on the dev loss over fixed scenario draws; the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from vlrouter._torch_compat import import_torch
+from vlrouter.features.spec import FeatureSpec
+from vlrouter.router.mlp import MLPRouter, RouterNet
+from vlrouter.router.scenario import PRESETS
+from vlrouter.router.utility import Outcomes
+
+torch = import_torch()
+
+
+@dataclass
+class TrainConfig:
+    hidden: tuple[int, int] = (256, 128)
+    dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    max_epochs: int = 300
+    patience: int = 25
+    beta: float = 10.0
+    quality_weight: float = 0.5
+    preset_fraction: float = 0.25
+    seed: int = 0
+
+
+def _scenario_batch(n: int, rng: np.random.Generator, preset_fraction: float) -> np.ndarray:
+    w = rng.dirichlet(np.ones(3), size=n)
+    presets = np.array(list(PRESETS.values()))
+    use = rng.random(n) < preset_fraction
+    w[use] = presets[rng.integers(0, len(presets), use.sum())]
+    return w.astype(np.float32)
+
+
+def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float):
+    u = outcomes.utility(w, idx)
+    return torch.softmax(torch.from_numpy(beta * u).float(), dim=-1)
+
+
+def calibrate_taus(router: MLPRouter, X: np.ndarray, outcomes: Outcomes, idx: np.ndarray,
+                   grid: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, dict]]:
+    """Per preset, the tau that maximises the mean realised utility on ``idx`` (ECVL-Router's grid search)."""
+    grid = np.linspace(0.0, 1.0, 101) if grid is None else grid
+    taus, report = {}, {}
+    for name, w in PRESETS.items():
+        probs, _ = router.predict(X[idx], np.array(w))
+        u = outcomes.utility(np.array(w), idx)
+        best = None
+        for tau in grid:
+            chosen = router.choose(probs, tau)
+            value = float(u[np.arange(len(idx)), chosen].mean())
+            if best is None or value > best[0] + 1e-12:
+                best = (value, float(tau), chosen)
+        value, tau, chosen = best
+        taus[name] = tau
+        report[name] = {"utility": round(value, 5), "tau": tau,
+                        "quality": round(float(outcomes.quality[idx, chosen].mean()), 5),
+                        "edge_share": round(float((router.tiers[chosen] == "edge").mean()), 5)}
+    return taus, report
+
+
+def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, *,
+                 spec: FeatureSpec, models: list[dict], config: TrainConfig | None = None,
+                 progress: bool = True) -> tuple[MLPRouter, dict]:
+    from tqdm.auto import tqdm
+
+    cfg = config or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    mean = X[train_idx].mean(axis=0)
+    std = X[train_idx].std(axis=0)
+    std[std < 1e-6] = 1.0
+    Xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
+    Y = torch.from_numpy(outcomes.quality.astype(np.float32)).clamp(0, 1)
+    net = RouterNet(X.shape[1], len(models), cfg.hidden, cfg.dropout)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    bce = torch.nn.BCEWithLogitsLoss()
+    dev_w = _scenario_batch(len(dev_idx), np.random.default_rng(cfg.seed + 1), 0.5)
+    dev_t = _targets(outcomes, dev_idx, dev_w, cfg.beta)
+
+    def loss_on(idx, w, t, train: bool):
+        z, q = net(Xs[idx], torch.from_numpy(w))
+        policy = -(t * torch.log_softmax(z, -1)).sum(-1).mean()
+        return policy + cfg.quality_weight * bce(q, Y[idx]), policy
+
+    best = (float("inf"), None, -1)
+    history = []
+    started = time.perf_counter()
+    bar = tqdm(range(cfg.max_epochs), desc="train router", disable=not progress, unit="epoch")
+    for epoch in bar:
+        net.train()
+        order = rng.permutation(train_idx)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            w = _scenario_batch(len(idx), rng, cfg.preset_fraction)
+            loss, _ = loss_on(idx, w, _targets(outcomes, idx, w, cfg.beta), True)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            dev_loss, dev_policy = (float(v) for v in loss_on(dev_idx, dev_w, dev_t, False))
+        history.append({"epoch": epoch, "dev_loss": dev_loss, "dev_policy_loss": dev_policy})
+        bar.set_postfix(dev_loss=f"{dev_loss:.4f}")
+        if dev_loss < best[0] - 1e-5:
+            best = (dev_loss, {k: v.clone() for k, v in net.state_dict().items()}, epoch)
+        elif epoch - best[2] >= cfg.patience:
+            break
+    bar.close()
+    net.load_state_dict(best[1])
+    router = MLPRouter(net, spec=spec, models=models, mean=mean, std=std, refs=outcomes.refs,
+                       meta={"hyperparameters": {**asdict(cfg), "hidden": list(cfg.hidden)}})
+    taus, dev_report = calibrate_taus(router, X, outcomes, dev_idx)
+    router.set_thresholds(taus)
+    info = {"epochs": len(history), "best_epoch": best[2], "best_dev_loss": round(best[0], 5),
+            "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx)}
+    router.meta.update({"dev_metrics": dev_report, "training": info})
+    return router, {"history": history, **info}

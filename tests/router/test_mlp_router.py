@@ -1,0 +1,119 @@
+"""Train the MLP router on the SYNTHETIC bench with tiny local encoders, and check what it learned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from vlrouter.eval.dataset import load_dataset
+from vlrouter.eval.evaluate import evaluate, rank_score
+from vlrouter.eval.featurize import featurize
+from vlrouter.eval.synthetic import make_synthetic_bench
+from vlrouter.features import FeaturePipeline, FeatureSpecMismatch
+from vlrouter.router import RoutingInput, parse_scenario
+from vlrouter.router.mlp import MLPRouter
+from vlrouter.router.train import TrainConfig, train_router
+from vlrouter.router.utility import Outcomes
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    return make_synthetic_bench(tmp_path_factory.mktemp("syn") / "bench", 1200, seed=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(bench, features_config, tmp_path_factory):
+    ds = load_dataset(bench)
+    pipeline = FeaturePipeline(features_config)
+    X = featurize(ds, pipeline, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    train, dev = ds.split("train"), ds.split("dev")
+    router, info = train_router(X, Outcomes.from_dataset(ds, train), train, dev, spec=pipeline.spec,
+                                models=[{"name": m.name, "tier": m.tier} for m in ds.models],
+                                config=TrainConfig(seed=0), progress=False)
+    path = router.save(tmp_path_factory.mktemp("ckpt") / "router")
+    return ds, X, pipeline, router, path, info
+
+
+def test_beats_random_at_matched_share_in_every_scenario(trained):
+    ds, X, _, router, _, _ = trained
+    report = evaluate(ds, X, router)
+    for name, rows in report["scenarios"].items():
+        assert rows["mlp"]["quality"] > rows["random"]["quality"], (name, rows["mlp"], rows["random"])
+        assert rows["mlp"]["edge_share"] == pytest.approx(rows["random"]["edge_share"], abs=0.05)
+        assert rows["oracle"]["utility"] >= rows["mlp"]["utility"]
+    s = report["scenarios"]
+    assert s["energy"]["mlp"]["edge_share"] > s["quality"]["mlp"]["edge_share"]
+    assert set(s["quality"]) >= {"mlp", "random", "oracle", "knn", "linear", "signals", "always_edge", "always_cloud"}
+    keys = {"edge_share", "quality", "quality_retention", "latency_reduction", "energy_reduction", "cost", "rank_score"}
+    assert keys <= set(s["fast"]["mlp"])
+
+
+def test_training_is_reproducible(trained, features_config):
+    ds, X, pipeline, router, _, info = trained
+    again, info2 = train_router(X, Outcomes.from_dataset(ds, ds.split("train")), ds.split("train"),
+                                ds.split("dev"), spec=pipeline.spec,
+                                models=[{"name": m.name, "tier": m.tier} for m in ds.models],
+                                config=TrainConfig(seed=0), progress=False)
+    assert info2["best_epoch"] == info["best_epoch"]
+    np.testing.assert_allclose(again.predict(X[:16], np.array([0.2, 0.5, 0.3]))[0],
+                               router.predict(X[:16], np.array([0.2, 0.5, 0.3]))[0], atol=1e-6)
+
+
+def test_checkpoint_round_trip_and_spec_check(trained):
+    ds, X, pipeline, router, path, _ = trained
+    meta = json.loads((path / "router.json").read_text())
+    assert {"feature_spec", "models", "thresholds", "dev_metrics", "utility_refs", "scaler"} <= set(meta)
+    loaded = MLPRouter.load(path, expected_spec=pipeline.spec)
+    np.testing.assert_allclose(loaded.predict(X[:8], np.array([0.1, 0.8, 0.1]))[0],
+                               router.predict(X[:8], np.array([0.1, 0.8, 0.1]))[0], atol=1e-6)
+    decision = loaded.route(RoutingInput("q", 1, 1, parse_scenario("quality"), features=X[0]))
+    assert decision.policy == "mlp" and decision.model in ds.model_names and "p_cloud" in decision.scores
+    assert decision.threshold == pytest.approx(loaded.thresholds["quality"], abs=1e-6)  # presets reproduce tau
+    other = type(pipeline.spec)(pipeline.spec.image_encoder, 999, pipeline.spec.text_encoder,
+                                pipeline.spec.text_dim, pipeline.spec.signals)
+    with pytest.raises(FeatureSpecMismatch, match="999"):
+        MLPRouter.load(path, expected_spec=other)
+
+
+def test_rank_score_formula():
+    assert rank_score(0.8, 0.001, 0.001, 0.1) == pytest.approx(1.1 * 0.8 * 1 / (0.08 + 1))
+    assert rank_score(0.8, 0.1, 0.001, 0.1) == 0.0
+    assert rank_score(0.5, 0.01, 0.0, 0.1) is None  # a free model makes log2 undefined
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "vlrouter", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_cli_train_calibrate_eval_and_gateway(trained, bench, features_config, tmp_path, make_gateway):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"features": json.loads(features_config.model_dump_json()),
+                               "backends": {"edge": {"kind": "local", "tier": "edge", "model_path": "x"}}}))
+    common = ["--data", str(bench), "--config", str(cfg), "--no-progress", "--cache-dir", str(tmp_path / "c")]
+    out = tmp_path / "ckpt"
+    result = run_cli("train", *common, "--out", str(out), "--max-epochs", "40")
+    assert result.returncode == 0, result.stderr
+    assert "dev quality" in result.stdout
+    result = run_cli("calibrate", *common, "--router", str(out), "--scenario", "quality", "--target-edge-share", "0.8")
+    assert result.returncode == 0, result.stderr
+    cal = json.loads((out / "router.json").read_text())["calibration"]["quality"]
+    assert cal["edge_share"] == pytest.approx(0.8, abs=0.1)
+    report, plot = tmp_path / "eval.json", tmp_path / "pareto.png"
+    result = run_cli("eval", *common, "--router", str(out), "--json", str(report), "--plot", str(plot))
+    assert result.returncode == 0, result.stderr
+    assert "[quality]" in result.stdout and plot.stat().st_size > 10_000
+    assert set(json.loads(report.read_text())["scenarios"]) == {"fast", "quality", "energy"}
+
+    import httpx
+
+    with make_gateway(None, features=features_config.model_dump(),
+                      routing={"policy": "mlp", "checkpoint": str(out)}) as gw:
+        body = httpx.post(gw.url + "/infer", json={"text": "How many red circles are there?", "max_tokens": 1},
+                          timeout=60).json()
+        assert body["policy"] == "mlp" and "p_cloud" in body["scores"] and 0 <= body["threshold"] <= 1
