@@ -20,7 +20,8 @@ def write_small(root, splits=True):
     with open(root / "outcomes.jsonl", "w") as f:
         for i in range(20):
             f.write(json.dumps({"id": f"q{i}", "model": "e", "quality": i % 2, "cost_usd": 0.001}) + "\n")
-            f.write(json.dumps({"id": f"q{i}", "model": "c", "quality": 1.0, "cost_usd": 0.01, "latency_s": 1.5}) + "\n")
+            cloud = {"id": f"q{i}", "model": "c", "quality": 1.0, "cost_usd": 0.01, "latency_s": 1.5}
+            f.write(json.dumps(cloud) + "\n")
     return root
 
 
@@ -59,7 +60,7 @@ def test_matrix_release_import(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(DatasetError, match="missing models.json"):
+    with pytest.raises(DatasetError, match=r"missing models\.json"):
         load_dataset(tmp_path)
     root = write_small(tmp_path / "bad")
     (root / "models.json").write_text(json.dumps([{"name": "e", "tier": "moon"}, {"name": "c", "tier": "cloud"}]))

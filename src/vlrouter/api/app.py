@@ -44,12 +44,12 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
         features = None
         try:
             metrics = Metrics()
-            loading = [b.start() for b in backends.values()]
+            # One after the other: first imports of transformers' lazy modules and open_clip's
+            # registry are not safe to run concurrently from two threads.
+            for backend in backends.values():
+                await backend.start()
             if settings.features.enabled:
-                loading.append(asyncio.to_thread(FeaturePipeline, settings.features, metrics))
-            loaded = await asyncio.gather(*loading)
-            if settings.features.enabled:
-                features = loaded[-1]
+                features = await asyncio.to_thread(FeaturePipeline, settings.features, metrics)
                 log.info("features: %s", features.spec.describe())
             app.state.gateway = Gateway.create(settings, backends, load_router(settings, features),
                                                metrics=metrics, features=features, standins=standins)

@@ -11,7 +11,8 @@ five types. A documented difficulty ``d`` in [0, 1] drives every simulated outco
     P(correct | model) = sigmoid(slope_m * (skill_m + bonus_m[type] - d))
 
 The edge models are cheap, fast and low-energy but fall off quickly with ``d``. They are also
-weak on OCR and reasoning; edge-small is weak at counting, which edge-base does well. The cloud model is robust and slow, and it costs energy and money. So
+weak on OCR and reasoning; edge-small is weak at counting, which edge-base does well. The cloud
+model is robust and slow, and it costs energy and money. So
 easy colour and yes/no questions belong on the edge, while cluttered counting, small text and
 reasoning belong in the cloud: the image and question properties a router can see decide it.
 Latency, energy and cost are simulated too (with noise), from per-model constants below.
