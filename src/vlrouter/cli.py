@@ -278,6 +278,16 @@ def _dataset_features(args: argparse.Namespace):
     return ds, X, pipeline
 
 
+def _load_router(path: Path, spec):
+    from vlrouter.features import FeatureSpecMismatch
+    from vlrouter.router.mlp import MLPRouter
+
+    try:
+        return MLPRouter.load(path, expected_spec=spec)
+    except (OSError, ValueError, FeatureSpecMismatch) as exc:
+        raise ConfigError(f"--router {path}: {exc}") from exc
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from vlrouter.router.train import TrainConfig, train_router
     from vlrouter.router.utility import Outcomes
@@ -302,30 +312,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from vlrouter.router.mlp import MLPRouter
-    from vlrouter.router.scenario import PRESETS
-    from vlrouter.router.utility import Outcomes
+    from vlrouter.eval.evaluate import sweep
 
     ds, X, pipeline = _dataset_features(args)
-    router = MLPRouter.load(args.router, expected_spec=pipeline.spec)
-    idx = ds.split(args.split)
-    outcomes = Outcomes.from_dataset(ds, ds.split("train"), refs=router.refs)
-    probs, _ = router.predict(X[idx], np.array(PRESETS[args.scenario]))
-    rows = []
-    for tau in np.linspace(0, 1, 201):
-        chosen = router.choose(probs, tau)
-        rows.append((float(tau), float((router.tiers[chosen] == "edge").mean()),
-                     float(outcomes.energy[idx, chosen].mean()), float(outcomes.quality[idx, chosen].mean())))
+    router = _load_router(args.router, pipeline.spec)
+    curve = sweep(ds, X, router, args.scenario, args.split, points=201)
+    unit = "J" if router.refs.energy_source == "energy" else "USD (cost stands in for energy)"
     if args.target_edge_share is not None:
-        tau, share, energy, quality = min(rows, key=lambda r: (abs(r[1] - args.target_edge_share), -r[3]))
+        best = min(curve, key=lambda p: (abs(p["edge_share"] - args.target_edge_share), -p["quality"]))
     else:
-        feasible = [r for r in rows if r[2] <= args.energy_budget]
+        feasible = [p for p in curve if p["energy"] <= args.energy_budget]
         if not feasible:
             raise ConfigError(f"--energy-budget {args.energy_budget}: no threshold meets it on {args.split} "
-                              f"(lowest mean is {min(r[2] for r in rows):.4g} {router.refs.energy_source})")
-        tau, share, energy, quality = max(feasible, key=lambda r: (r[3], r[1]))
+                              f"(lowest mean is {min(p['energy'] for p in curve):.4g} {unit})")
+        best = max(feasible, key=lambda p: (p["quality"], p["edge_share"]))
+    tau, share, energy, quality = best["tau"], best["edge_share"], best["energy"], best["quality"]
     thresholds = dict(router.thresholds)
     old = thresholds[args.scenario]
     thresholds[args.scenario] = tau
@@ -334,8 +335,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         "tau": tau, "split": args.split, "edge_share": share, "mean_energy": energy, "quality": quality,
         "target_edge_share": args.target_edge_share, "energy_budget": args.energy_budget}
     router.save(args.router)
-    print(f"{args.scenario}: tau {old:.3f} -> {tau:.3f} on {args.split} (n={len(idx)}): edge share {share:.1%}, "
-          f"quality {quality:.3f}, mean {router.refs.energy_source} {energy:.4g}; saved to {args.router}")
+    print(f"{args.scenario}: tau {old:.3f} -> {tau:.3f} on {args.split} (n={len(ds.split(args.split))}): "
+          f"edge share {share:.1%}, "
+          f"quality {quality:.3f}, mean energy {energy:.4g} {unit}; saved to {args.router}")
     return 0
 
 
@@ -344,10 +346,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from vlrouter.eval.evaluate import evaluate, sweep
     from vlrouter.eval.report import format_table, pareto_plot
-    from vlrouter.router.mlp import MLPRouter
 
     ds, X, pipeline = _dataset_features(args)
-    router = MLPRouter.load(args.router, expected_spec=pipeline.spec)
+    router = _load_router(args.router, pipeline.spec)
     report = evaluate(ds, X, router, split=args.split, seed=args.seed)
     print(format_table(report))
     if args.json:
