@@ -46,7 +46,7 @@ def main() -> int:
     started = time.perf_counter()
     router, info = train_router(X, Outcomes.from_dataset(ds, train), train, dev, spec=spec,
                                 models=[{"name": m.name, "tier": m.tier} for m in models],
-                                config=TrainConfig(max_epochs=100, patience=1000), progress=False)
+                                config=TrainConfig(max_epochs=100, patience=1000, calibration_folds=0), progress=False)
     train_s = time.perf_counter() - started
     w = np.array([0.1, 0.8, 0.1])
     timings = {}

@@ -37,6 +37,7 @@ class TrainConfig:
     beta: float = 10.0
     quality_weight: float = 0.5
     preset_fraction: float = 0.25
+    calibration_folds: int = 5  # tau from out-of-fold train predictions + dev; 0 or 1: dev only
     seed: int = 0
 
 
@@ -53,20 +54,20 @@ def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float):
     return torch.softmax(torch.from_numpy(beta * u).float(), dim=-1)
 
 
-def calibrate_taus(router: MLPRouter, X: np.ndarray, outcomes: Outcomes, idx: np.ndarray,
+def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Outcomes, idx: np.ndarray,
                    grid: np.ndarray | None = None, window: float = 0.05) -> tuple[dict[str, float], dict[str, dict]]:
     """Per preset, the tau that maximises the mean realised utility on ``idx`` (ECVL-Router's grid search).
 
-    The utility-vs-tau curve of a small dev split is flat and noisy; its maximum is taken after a
-    moving average over +-``window`` in tau, so a lone spike does not pick an extreme threshold.
+    ``probs[preset]`` holds the policy probabilities of the queries ``idx`` (out-of-fold where they
+    come from training queries). The utility-vs-tau curve is flat and noisy; its maximum is taken
+    after a moving average over +-``window`` in tau, so a lone spike does not pick an extreme threshold.
     """
     grid = np.linspace(0.0, 1.0, 101) if grid is None else grid
     taus, report = {}, {}
     rows = np.arange(len(idx))
     for name, w in PRESETS.items():
-        probs, _ = router.predict(X[idx], np.array(w))
         u = outcomes.utility(np.array(w), idx)
-        choices = [router.choose(probs, tau) for tau in grid]
+        choices = [router.choose(probs[name], tau) for tau in grid]
         values = np.array([u[rows, c].mean() for c in choices])
         smooth = np.array([values[np.abs(grid - t) <= window + 1e-9].mean() for t in grid])
         best = int(np.argmax(smooth))
@@ -74,51 +75,53 @@ def calibrate_taus(router: MLPRouter, X: np.ndarray, outcomes: Outcomes, idx: np
         taus[name] = float(grid[best])
         report[name] = {"utility": round(float(values[best]), 5), "tau": float(grid[best]),
                         "quality": round(float(outcomes.quality[idx, chosen].mean()), 5),
-                        "edge_share": round(float((router.tiers[chosen] == "edge").mean()), 5)}
+                        "edge_share": round(float((router.tiers[chosen] == "edge").mean()), 5), "n": len(idx)}
     return taus, report
 
 
-def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, *,
-                 spec: FeatureSpec, models: list[dict], config: TrainConfig | None = None,
-                 progress: bool = True) -> tuple[MLPRouter, dict]:
+def _preset_probs(router: MLPRouter, X: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: router.predict(X, np.array(w))[0] for name, w in PRESETS.items()}
+
+
+def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, cfg: TrainConfig,
+         seed: int, progress: bool, desc: str) -> tuple[RouterNet, np.ndarray, np.ndarray, int, list]:
+    """One seeded training run with early stopping on dev; returns the best epoch's net and scaler."""
     from tqdm.auto import tqdm
 
-    cfg = config or TrainConfig()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     mean = X[train_idx].mean(axis=0)
     std = X[train_idx].std(axis=0)
     std[std < 1e-6] = 1.0
     Xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
     Y = torch.from_numpy(outcomes.quality.astype(np.float32)).clamp(0, 1)
-    net = RouterNet(X.shape[1], len(models), cfg.hidden, cfg.dropout)
+    net = RouterNet(X.shape[1], outcomes.quality.shape[1], cfg.hidden, cfg.dropout)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bce = torch.nn.BCEWithLogitsLoss()
     dev_w = _scenario_batch(len(dev_idx), np.random.default_rng(cfg.seed + 1), 0.5)
     dev_t = _targets(outcomes, dev_idx, dev_w, cfg.beta)
 
-    def loss_on(idx, w, t, train: bool):
+    def loss_on(idx, w, t):
         z, q = net(Xs[idx], torch.from_numpy(w))
         policy = -(t * torch.log_softmax(z, -1)).sum(-1).mean()
         return policy + cfg.quality_weight * bce(q, Y[idx]), policy
 
     best = (float("inf"), None, -1)
     history = []
-    started = time.perf_counter()
-    bar = tqdm(range(cfg.max_epochs), desc="train router", disable=not progress, unit="epoch")
+    bar = tqdm(range(cfg.max_epochs), desc=desc, disable=not progress, unit="epoch")
     for epoch in bar:
         net.train()
         order = rng.permutation(train_idx)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             w = _scenario_batch(len(idx), rng, cfg.preset_fraction)
-            loss, _ = loss_on(idx, w, _targets(outcomes, idx, w, cfg.beta), True)
+            loss, _ = loss_on(idx, w, _targets(outcomes, idx, w, cfg.beta))
             opt.zero_grad()
             loss.backward()
             opt.step()
         net.eval()
         with torch.no_grad():
-            dev_loss, dev_policy = (float(v) for v in loss_on(dev_idx, dev_w, dev_t, False))
+            dev_loss, dev_policy = (float(v) for v in loss_on(dev_idx, dev_w, dev_t))
         history.append({"epoch": epoch, "dev_loss": dev_loss, "dev_policy_loss": dev_policy})
         bar.set_postfix(dev_loss=f"{dev_loss:.4f}")
         if dev_loss < best[0] - 1e-5:
@@ -127,11 +130,47 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
             break
     bar.close()
     net.load_state_dict(best[1])
+    return net.eval(), mean, std, best[2], history
+
+
+def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, *,
+                 spec: FeatureSpec, models: list[dict], config: TrainConfig | None = None,
+                 progress: bool = True) -> tuple[MLPRouter, dict]:
+    """Train on ``train_idx`` (early stopping on ``dev_idx``), then calibrate tau per preset.
+
+    Tau is chosen on dev plus, with ``calibration_folds`` > 1, out-of-fold predictions for the
+    training queries (each fold scored by a net trained without it): several times more data than
+    the dev split alone, so the threshold is not picked by a handful of dev queries.
+    """
+    cfg = config or TrainConfig()
+    started = time.perf_counter()
+    net, mean, std, best_epoch, history = _fit(X, outcomes, train_idx, dev_idx, cfg, cfg.seed, progress,
+                                               "train router")
+    hp = {**asdict(cfg), "hidden": list(cfg.hidden)}
     router = MLPRouter(net, spec=spec, models=models, mean=mean, std=std, refs=outcomes.refs,
-                       meta={"hyperparameters": {**asdict(cfg), "hidden": list(cfg.hidden)}})
-    taus, dev_report = calibrate_taus(router, X, outcomes, dev_idx)
+                       meta={"hyperparameters": hp})
+    cal_idx, cal_probs = dev_idx, _preset_probs(router, X[dev_idx])
+    if cfg.calibration_folds > 1:
+        folds = np.array_split(np.random.default_rng(cfg.seed + 7).permutation(train_idx), cfg.calibration_folds)
+        for k, fold in enumerate(folds):
+            rest = np.setdiff1d(train_idx, fold)
+            fold_net, f_mean, f_std, _, _ = _fit(X, outcomes, rest, dev_idx, cfg, cfg.seed + 100 + k, False, "")
+            fold_router = MLPRouter(fold_net, spec=spec, models=models, mean=f_mean, std=f_std, refs=outcomes.refs)
+            fold_probs = _preset_probs(fold_router, X[fold])
+            cal_idx = np.concatenate([cal_idx, fold])
+            cal_probs = {n: np.concatenate([cal_probs[n], fold_probs[n]]) for n in cal_probs}
+    taus, cal_report = calibrate_taus(router, cal_probs, outcomes, cal_idx)
     router.set_thresholds(taus)
-    info = {"epochs": len(history), "best_epoch": best[2], "best_dev_loss": round(best[0], 5),
-            "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx)}
-    router.meta.update({"dev_metrics": dev_report, "training": info})
+    dev_metrics = {}
+    for name, probs in _preset_probs(router, X[dev_idx]).items():  # dev figures at the chosen tau
+        chosen = router.choose(probs, taus[name])
+        u = outcomes.utility(np.array(PRESETS[name]), dev_idx)[np.arange(len(dev_idx)), chosen]
+        dev_metrics[name] = {"tau": taus[name], "utility": round(float(u.mean()), 5),
+                             "quality": round(float(outcomes.quality[dev_idx, chosen].mean()), 5),
+                             "edge_share": round(float((router.tiers[chosen] == "edge").mean()), 5)}
+    info = {"epochs": len(history), "best_epoch": best_epoch,
+            "best_dev_loss": round(history[best_epoch]["dev_loss"], 5),
+            "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx),
+            "calibration": {"folds": cfg.calibration_folds, "n": len(cal_idx), "by_preset": cal_report}}
+    router.meta.update({"dev_metrics": dev_metrics, "training": info})
     return router, {"history": history, **info}
