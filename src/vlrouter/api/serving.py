@@ -171,6 +171,10 @@ class ChatServing:
             secondary = gw.first_of_tier(other)
             if gw.settings.routing.fallback and secondary and secondary != primary:
                 chain.append(secondary)
+        elif (name := gw.by_model_name(query.model)) is not None:  # an exact backend/model name wins
+            decision = Decision(tier=gw.backends[name].tier, policy="forced", threshold=math.nan,
+                                reason=f"model={query.model}")
+            chain = [name]
         elif query.model in TIERS:
             name = gw.first_of_tier(query.model)
             if name is None:
@@ -179,14 +183,9 @@ class ChatServing:
                                 reason=f"model={query.model}")
             chain = [name]
         else:
-            name = gw.by_model_name(query.model)
-            if name is None:
-                known = [AUTO_MODEL, *TIERS, *gw.backends, *{b.model for b in gw.backends.values()}]
-                raise APIError(404, f"model {query.model!r} not found; available: {sorted(set(known))}",
-                               code="model_not_found", param="model")
-            decision = Decision(tier=gw.backends[name].tier, policy="forced", threshold=math.nan,
-                                reason=f"model={query.model}")
-            chain = [name]
+            known = [AUTO_MODEL, *TIERS, *gw.backends, *{b.model for b in gw.backends.values()}]
+            raise APIError(404, f"model {query.model!r} not found; available: {sorted(set(known))}",
+                           code="model_not_found", param="model")
         route_s = time.perf_counter() - started
         gw.metrics.route_seconds.observe(route_s)
         return Plan(chain=[c for c in chain if c], decision=decision, route_s=route_s)

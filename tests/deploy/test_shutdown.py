@@ -1,0 +1,60 @@
+"""SIGTERM: stop accepting, let an in-flight stream finish, exit 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port
+from vlrouter.cli import wait_ready
+
+
+def test_sigterm_drains_streams_and_exits_0(tmp_path, tiny_vlm):
+    port = free_port()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"""
+server: {{graceful_shutdown_s: 30}}
+backends: {{edge: {{kind: local, tier: edge, model_path: "{tiny_vlm}", threads: 1}}}}
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
+    proc = subprocess.Popen([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg), "--port", str(port),
+                             "--log-level", "warning"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=120)
+        lines: list[str] = []
+        started = threading.Event()
+
+        def stream():
+            body = {"model": "edge", "stream": True, "max_tokens": 1500,
+                    "messages": [{"role": "user", "content": "Write a very long story."}]}
+            with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line:
+                        lines.append(line)
+                        started.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):  # no longer accepting
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        reader.join(timeout=60)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert lines[-1] == "data: [DONE]"
+    finish = [json.loads(x[6:])["choices"][0].get("finish_reason") for x in lines[:-1] if json.loads(x[6:])["choices"]]
+    assert finish[-1] in ("stop", "length")
+    assert len(lines) > 10  # the stream ran on after SIGTERM instead of being cut
