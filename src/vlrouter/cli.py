@@ -177,6 +177,16 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feature_settings(config: Path | None, why: str) -> Settings:
+    """Settings for the offline commands that run the feature pipeline (no backend is needed)."""
+    settings = load_settings(config)
+    _setup_logging("warning")
+    if not settings.features.enabled:
+        raise ConfigError(f"features.enabled is false in this config: {why}")
+    _check_model_paths(settings, backends=False)
+    return settings
+
+
 def cmd_route(args: argparse.Namespace) -> int:
     """Featurise one query, route it, and print what the router saw and decided."""
     import asyncio
@@ -187,11 +197,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     from vlrouter.media import MediaError, decode_image_bytes
     from vlrouter.router import RoutingInput, ScenarioError, build_router, parse_scenario
 
-    settings = load_settings(args.config)
-    _setup_logging("warning")
-    if not settings.features.enabled:
-        raise ConfigError("features.enabled is false in this config: nothing to route on")
-    _check_model_paths(settings, backends=False)
+    settings = _feature_settings(args.config, "nothing to route on")
     try:
         scenario = parse_scenario(args.scenario or settings.routing.default_scenario)
     except ScenarioError as exc:
@@ -264,11 +270,7 @@ def _dataset_features(args: argparse.Namespace):
     from vlrouter.eval.featurize import featurize
     from vlrouter.features import FeaturePipeline
 
-    settings = load_settings(args.config)
-    _setup_logging("warning")
-    if not settings.features.enabled:
-        raise ConfigError("features.enabled is false in this config: a router needs query features")
-    _check_model_paths(settings, backends=False)
+    settings = _feature_settings(args.config, "a router needs query features")
     try:
         ds = load_dataset(args.data, seed=args.seed)
     except (DatasetError, OSError) as exc:
