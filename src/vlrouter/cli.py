@@ -20,6 +20,7 @@ from pydantic_settings import PydanticBaseSettingsSource
 from vlrouter.config import (
     ConfigError,
     LocalBackendConfig,
+    LogConfig,
     OpenAIBackendConfig,
     RoutingConfig,
     ServerConfig,
@@ -167,6 +168,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     settings = ModelServerSettings(
         server=ServerConfig(host=args.host, port=args.port, log_level=args.log_level, api_keys=keys),
         routing=RoutingConfig(fallback=False),
+        log=LogConfig(enabled=False),
         backends={name: LocalBackendConfig(kind="local", tier="edge", model_path=Path(args.model),
                                            served_name=name, device=args.device, threads=args.threads)},
     )

@@ -138,6 +138,12 @@ class FeaturesConfig(_Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
 
 
+class LogConfig(_Strict):
+    enabled: bool = True
+    path: Path = Path("data/decisions.db")
+    log_content: bool = Field(False, description="store prompt text so rows can become training data")
+
+
 class RoutingConfig(_Strict):
     policy: str = "complexity-rule"
     default_scenario: str | dict[str, float] = "quality"
@@ -163,6 +169,7 @@ class Settings(BaseSettings):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
+    log: LogConfig = Field(default_factory=LogConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None

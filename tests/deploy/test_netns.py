@@ -101,17 +101,19 @@ def ttft(client: httpx.Client, model: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def gateway_over_netns(hosts, tiny_vlm):
+def gateway_over_netns(hosts, tiny_vlm, tmp_path_factory):
     from tests.conftest import gateway_settings
     from vlrouter.api.app import build_app
 
-    settings = gateway_settings(tiny_vlm, hosts["cloud"])
+    db = tmp_path_factory.mktemp("log") / "decisions.db"
+    settings = gateway_settings(tiny_vlm, hosts["cloud"], log={"enabled": True, "path": str(db)})
     settings.backends["edge"] = type(settings.backends["cloud"])(
         kind="openai", tier="edge", base_url=hosts["edge"], model="edge", max_retries=0,
         timeouts={"connect_s": 1, "first_token_s": 10, "total_s": 30})
     settings.backends["cloud"].model = "cloud"
     settings.backends["cloud"].timeouts.first_token_s = 2
     with ThreadServer(build_app(settings)) as gw, httpx.Client(base_url=gw.url, timeout=30) as client:
+        client.decision_db = db
         yield client
 
 
@@ -140,6 +142,17 @@ def test_fallback_to_edge_when_the_cloud_link_goes_down(gateway_over_netns, phot
     metrics = client.get("/metrics").text
     assert _requests_total(client) - before == 5  # every request accounted for exactly once
     assert 'vlrouter_fallbacks_total{from_backend="cloud",to_backend="edge"}' in metrics
+    import sqlite3
+
+    deadline = time.monotonic() + 5
+    while True:  # rows are written by the log's thread; give it a moment
+        logged = sqlite3.connect(client.decision_db).execute(
+            "SELECT tier, fallback_from FROM decisions WHERE endpoint = 'chat'").fetchall()
+        if len(logged) >= _requests_total(client) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(logged) == _requests_total(client)  # one log row per request
+    assert logged[-4:] == [("edge", "cloud")] * 4
 
 
 def _requests_total(client: httpx.Client) -> float:

@@ -22,6 +22,7 @@ def test_sigterm_drains_streams_and_exits_0(tmp_path, tiny_vlm):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 server: {{graceful_shutdown_s: 30}}
+log: {{enabled: true, path: "{tmp_path / 'decisions.db'}"}}
 backends: {{edge: {{kind: local, tier: edge, model_path: "{tiny_vlm}", threads: 1}}}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
@@ -58,3 +59,8 @@ backends: {{edge: {{kind: local, tier: edge, model_path: "{tiny_vlm}", threads: 
     finish = [json.loads(x[6:])["choices"][0].get("finish_reason") for x in lines[:-1] if json.loads(x[6:])["choices"]]
     assert finish[-1] in ("stop", "length")
     assert len(lines) > 10  # the stream ran on after SIGTERM instead of being cut
+    import sqlite3
+
+    (status, tokens), = sqlite3.connect(tmp_path / "decisions.db").execute(
+        "SELECT status, completion_tokens FROM decisions").fetchall()
+    assert status == 200 and tokens > 0  # the drained stream's row was flushed before exit

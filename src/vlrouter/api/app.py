@@ -10,13 +10,14 @@ from fastapi import FastAPI
 
 from vlrouter import __version__
 from vlrouter.api.errors import install_error_handlers
-from vlrouter.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from vlrouter.api.middleware import BodyLimitMiddleware, DecisionLogMiddleware, RequestIdMiddleware
 from vlrouter.api.routes import api, open_routes
 from vlrouter.api.serving import Gateway
 from vlrouter.backends import build_backend
 from vlrouter.config import Settings
 from vlrouter.features import FeaturePipeline
 from vlrouter.router import build_router
+from vlrouter.telemetry.decision_log import DecisionLog
 from vlrouter.telemetry.metrics import Metrics
 
 log = logging.getLogger("vlrouter")
@@ -42,6 +43,8 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
         backends = {name: build_backend(name, cfg, standin=name in standins)
                     for name, cfg in settings.backends.items()}
         features = None
+        decision_log = DecisionLog(settings.log.path, log_content=settings.log.log_content) \
+            if settings.log.enabled else None
         try:
             metrics = Metrics()
             # One after the other: first imports of transformers' lazy modules and open_clip's
@@ -53,6 +56,7 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
                 log.info("features: %s", features.spec.describe())
             app.state.gateway = Gateway.create(settings, backends, load_router(settings, features),
                                                metrics=metrics, features=features, standins=standins)
+            app.state.gateway.decision_log = decision_log
             for name, b in backends.items():
                 label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""
                 log.info("backend %s: tier=%s kind=%s model=%s%s", name, b.tier, b.kind, b.model, label)
@@ -63,11 +67,15 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
                 await features.aclose()
             if getattr(app.state, "gateway", None) is not None:
                 await app.state.gateway.http.aclose()
+            if decision_log is not None:  # in-flight requests are done: flush every pending row
+                await asyncio.to_thread(decision_log.close)
+                log.info("decision log: %d rows written to %s", decision_log.written, settings.log.path)
 
     app = FastAPI(title="vlrouter", version=__version__, lifespan=lifespan,
                   description="Edge-cloud routing gateway for vision-language models (OpenAI-compatible).")
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(DecisionLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(open_routes)
     app.include_router(api)

@@ -1,8 +1,10 @@
-"""Pure-ASGI middleware (no BaseHTTPMiddleware: it buffers streams): request ids and body limits."""
+"""Pure-ASGI middleware (no BaseHTTPMiddleware: it buffers streams): request ids, body limits, decision log."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 
 from vlrouter.api.errors import APIError, error_response
@@ -60,3 +62,52 @@ class BodyLimitMiddleware:
             return event
 
         await self.app(scope, limited_receive, send)
+
+
+LOGGED_ROUTES = {("POST", "/v1/chat/completions"): "chat", ("POST", "/infer"): "infer"}
+
+
+class DecisionLogMiddleware:
+    """Exactly one decision-log row per request to a logged route, however the request ends.
+
+    The serving layer fills ``scope["state"]["log_row"]``; this middleware adds the status, error
+    code and end-to-end time when the response has been sent (streams included) or the client has
+    gone, and queues the row. Requests rejected before serving (bad JSON, 401, 413) are logged too.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        endpoint = LOGGED_ROUTES.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None
+        gateway = getattr(scope["app"].state, "gateway", None) if endpoint else None
+        decision_log = getattr(gateway, "decision_log", None)
+        if decision_log is None:
+            return await self.app(scope, receive, send)
+        row: dict = {"endpoint": endpoint}
+        scope.setdefault("state", {})["log_row"] = row
+        started = time.perf_counter()
+        status, error_body = 500, []
+
+        async def observe(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status >= 400 and sum(map(len, error_body)) < 65536:
+                error_body.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        except BaseException:
+            row.setdefault("error_code", "client_disconnected" if status < 400 else "internal_error")
+            raise
+        finally:
+            if status >= 400 and "error_code" not in row:
+                try:
+                    row["error_code"] = json.loads(b"".join(error_body))["error"]["code"]
+                except (ValueError, KeyError, TypeError):
+                    row["error_code"] = None
+            row.update(request_id=scope["state"].get("request_id"), status=status,
+                       e2e_ms=round((time.perf_counter() - started) * 1000, 3))
+            decision_log.record(row)

@@ -58,6 +58,7 @@ class Gateway:
     default_scenario: Scenario
     features: FeaturePipeline | None = None
     standins: frozenset[str] = frozenset()
+    decision_log: Any = None  # telemetry.decision_log.DecisionLog, set by the app's lifespan
 
     @classmethod
     def create(cls, settings: Settings, backends: dict[str, Backend], router: Router, *, metrics: Metrics,
@@ -190,6 +191,32 @@ class ChatServing:
         gw.metrics.route_seconds.observe(route_s)
         return Plan(chain=[c for c in chain if c], decision=decision, route_s=route_s)
 
+    def _note_plan(self, request: Request, query: Query, plan: Plan, stream: bool) -> None:
+        """Fill the decision-log row that DecisionLogMiddleware writes when the response ends."""
+        row = getattr(request.state, "log_row", None)
+        if row is None:
+            return
+        d = plan.decision
+        row.update(model_requested=query.model, scenario_name=query.scenario.name, w_speed=query.scenario.speed,
+                   w_quality=query.scenario.quality, w_energy=query.scenario.energy, policy=d.policy,
+                   decided_tier=d.tier, decided_model=d.model, scores=d.scores,
+                   threshold=None if math.isnan(d.threshold) else d.threshold,
+                   route_ms=round(plan.route_s * 1000, 3), stream=int(stream),
+                   feature_spec_version=self.gw.features.spec.version if self.gw.features else None)
+        if self.gw.settings.log.log_content:
+            row["content"] = {"messages": [{"role": m.role, "text": m.text, "images": [i.sha256 for i in m.images]}
+                                           for m in query.messages]}
+
+    @staticmethod
+    def _note_result(request: Request, backend: Backend, attempts: Attempts, ttft_s: float | None,
+                     prompt_tokens: int, completion_tokens: int) -> None:
+        row = getattr(request.state, "log_row", None)
+        if row is not None:
+            row.update(tier=backend.tier, backend=backend.name,
+                       fallback_from=",".join(n for n, _ in attempts.failed) or None,
+                       ttft_ms=None if ttft_s is None else round(ttft_s * 1000, 3),
+                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
     def _headers(self, query: Query, plan: Plan, backend: Backend, attempts: Attempts) -> dict[str, str]:
         headers = {
             "x-vlrouter-tier": backend.tier,
@@ -243,13 +270,15 @@ class ChatServing:
             )
             query.generation.messages = query.messages
             plan = await self._plan(query)
+            self._note_plan(request, query, plan, body.stream)
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                return await self._stream_chat(query, plan, include_usage)
+                return await self._stream_chat(query, plan, include_usage, request)
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc
         self._record(backend, 200, query, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
+        self._note_result(request, backend, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
         self._log(query, plan, backend, attempts)
         completion = ChatCompletion(
             id=f"chatcmpl-{query.request_id}", model=backend.model,
@@ -261,7 +290,7 @@ class ChatServing:
         return JSONResponse(completion.model_dump(exclude_none=True),
                             headers=self._headers(query, plan, backend, attempts))
 
-    async def _stream_chat(self, query: Query, plan: Plan, include_usage: bool) -> StreamingResponse:
+    async def _stream_chat(self, query: Query, plan: Plan, include_usage: bool, request: Request) -> StreamingResponse:
         backend, stream, attempts = await self.gw.dispatcher.open_stream(plan.chain, query.generation)
         chunk_id = f"chatcmpl-{query.request_id}"
 
@@ -300,6 +329,10 @@ class ChatServing:
                 await stream.aclose()  # type: ignore[attr-defined]
                 self._record(backend, status, query, attempts, ttft, final.prompt_tokens or 0,
                              final.completion_tokens or 0)
+                self._note_result(request, backend, attempts, ttft, final.prompt_tokens or 0,
+                                  final.completion_tokens or 0)
+                if status != 200 and getattr(request.state, "log_row", None) is not None:
+                    request.state.log_row["error_code"] = "stream_error"
                 self._log(query, plan, backend, attempts)
 
         headers = self._headers(query, plan, backend, attempts)
@@ -319,10 +352,12 @@ class ChatServing:
                     temperature=body.temperature or 0.0, request_id=request.state.request_id),
             )
             plan = await self._plan(query)
+            self._note_plan(request, query, plan, False)
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc
         self._record(backend, 200, query, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
+        self._note_result(request, backend, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
         self._log(query, plan, backend, attempts)
         fallback = None
         if attempts.fell_back:
