@@ -1,0 +1,1 @@
+"""Latency and energy meters, each figure labelled with its source."""
