@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlrouter.backends.base import StopTrimmer, trim_at_stop
+from vlrouter.backends.base import StopTrimmer
 from vlrouter.backends.fallback import CircuitBreaker
 from vlrouter.config import CircuitConfig
 
@@ -23,7 +23,8 @@ def test_stop_trimmer(pieces, stops, expected, stopped):
     trimmer = StopTrimmer(stops)
     out = "".join(trimmer.feed(p) for p in pieces) + trimmer.flush()
     assert (out, trimmer.stopped) == (expected, stopped)
-    assert trim_at_stop("".join(pieces), stops) == (expected, stopped)
+    whole = StopTrimmer(stops)  # the same text in one piece gives the same result
+    assert (whole.feed("".join(pieces)) + whole.flush(), whole.stopped) == (expected, stopped)
 
 
 def test_circuit_breaker_opens_and_half_opens():

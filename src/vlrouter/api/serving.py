@@ -207,16 +207,6 @@ class ChatServing:
             row["content"] = {"messages": [{"role": m.role, "text": m.text, "images": [i.sha256 for i in m.images]}
                                            for m in query.messages]}
 
-    @staticmethod
-    def _note_result(request: Request, backend: Backend, attempts: Attempts, ttft_s: float | None,
-                     prompt_tokens: int, completion_tokens: int) -> None:
-        row = getattr(request.state, "log_row", None)
-        if row is not None:
-            row.update(tier=backend.tier, backend=backend.name,
-                       fallback_from=",".join(n for n, _ in attempts.failed) or None,
-                       ttft_ms=None if ttft_s is None else round(ttft_s * 1000, 3),
-                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-
     def _headers(self, query: Query, plan: Plan, backend: Backend, attempts: Attempts) -> dict[str, str]:
         headers = {
             "x-vlrouter-tier": backend.tier,
@@ -230,8 +220,17 @@ class ChatServing:
             headers["x-vlrouter-fallback-from"] = ",".join(name for name, _ in attempts.failed)
         return headers
 
-    def _record(self, backend: Backend | None, status: int, query: Query, attempts: Attempts | None,
-                ttft_s: float | None = None, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    def _record(self, request: Request, backend: Backend | None, status: int, query: Query,
+                attempts: Attempts | None, ttft_s: float | None = None, prompt_tokens: int = 0,
+                completion_tokens: int = 0) -> None:
+        """Metrics for one answered request, and its result fields in the decision-log row."""
+        row = getattr(request.state, "log_row", None)
+        if row is not None and backend is not None:
+            row.update(tier=backend.tier, backend=backend.name,
+                       fallback_from=",".join(n for n, _ in attempts.failed) if attempts and attempts.failed
+                       else None,
+                       ttft_ms=None if ttft_s is None else round(ttft_s * 1000, 3),
+                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         m = self.gw.metrics
         tier = backend.tier if backend else "none"
         m.requests.labels(tier=tier, backend=backend.name if backend else "none", status=str(status)).inc()
@@ -277,8 +276,8 @@ class ChatServing:
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc
-        self._record(backend, 200, query, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
-        self._note_result(request, backend, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
+        self._record(request, backend, 200, query, attempts, result.ttft_s, result.prompt_tokens,
+                     result.completion_tokens)
         self._log(query, plan, backend, attempts)
         completion = ChatCompletion(
             id=f"chatcmpl-{query.request_id}", model=backend.model,
@@ -327,10 +326,8 @@ class ChatServing:
                 yield "data: [DONE]\n\n"
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
-                self._record(backend, status, query, attempts, ttft, final.prompt_tokens or 0,
+                self._record(request, backend, status, query, attempts, ttft, final.prompt_tokens or 0,
                              final.completion_tokens or 0)
-                self._note_result(request, backend, attempts, ttft, final.prompt_tokens or 0,
-                                  final.completion_tokens or 0)
                 if status != 200 and getattr(request.state, "log_row", None) is not None:
                     request.state.log_row["error_code"] = "stream_error"
                 self._log(query, plan, backend, attempts)
@@ -356,8 +353,8 @@ class ChatServing:
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc
-        self._record(backend, 200, query, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
-        self._note_result(request, backend, attempts, result.ttft_s, result.prompt_tokens, result.completion_tokens)
+        self._record(request, backend, 200, query, attempts, result.ttft_s, result.prompt_tokens,
+                     result.completion_tokens)
         self._log(query, plan, backend, attempts)
         fallback = None
         if attempts.fell_back:

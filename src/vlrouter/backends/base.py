@@ -163,9 +163,3 @@ class StopTrimmer:
         self.stopped = cut >= 0
         self.buffer = ""
         return out
-
-
-def trim_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
-    trimmer = StopTrimmer(stops)
-    out = trimmer.feed(text) + trimmer.flush()
-    return out, trimmer.stopped

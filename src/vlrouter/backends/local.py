@@ -2,9 +2,9 @@
 
 Generation runs on one dedicated worker thread (requests queue there rather than fighting over the
 cores); tokens come back through a ``TextIteratorStreamer`` subclass that hands each finalised piece
-of text to the event loop and notes the time of the first generated token (the true TTFT: the
-streamer itself releases text a word late). ``generate`` is the stream collected, so both paths share
-stop handling, timeouts and cancellation.
+of text to the event loop. TTFT is measured when the first text arrives, which lags the first token
+by about one token because the streamer releases whole words. ``generate`` is the stream collected,
+so both paths share stop handling, timeouts and cancellation.
 """
 
 from __future__ import annotations
@@ -42,13 +42,6 @@ def _make_streamer(tokenizer, loop: asyncio.AbstractEventLoop, queue: asyncio.Qu
     from transformers import TextIteratorStreamer
 
     class _LoopStreamer(TextIteratorStreamer):
-        first_token_at: float | None = None
-
-        def put(self, value):
-            if not self.next_tokens_are_prompt and self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            super().put(value)
-
         def on_finalized_text(self, text: str, stream_end: bool = False):
             if text:
                 loop.call_soon_threadsafe(queue.put_nowait, text)

@@ -91,11 +91,10 @@ def _argmax_expected(q_hat: np.ndarray, out: Outcomes, train_idx: np.ndarray, w:
 
 def _metrics(ds: RoutingDataset, out: Outcomes, idx: np.ndarray, chosen: np.ndarray, w: np.ndarray,
              ref_model: int, cmin: float, cmax: float) -> dict:
-    rows = np.arange(len(idx))
-    q = float(out.quality[idx, chosen].mean())
+    got = out.summary(chosen, idx, w, ds.tiers)
+    q = got["quality"]
     q_ref = float(out.quality[idx, ref_model].mean())
-    res = {"edge_share": float((ds.tiers[chosen] == "edge").mean()), "quality": q,
-           "quality_retention": q / q_ref if q_ref > 0 else None}
+    res = {"edge_share": got["edge_share"], "quality": q, "quality_retention": q / q_ref if q_ref > 0 else None}
     for key, column in (("latency_reduction", "latency"), ("energy_reduction", "energy")):
         if ds.has(column):
             matrix = getattr(out, column)
@@ -107,10 +106,10 @@ def _metrics(ds: RoutingDataset, out: Outcomes, idx: np.ndarray, chosen: np.ndar
     res["rank_score"] = rank_score(q, res["cost"], cmin, cmax) if res["cost"] is not None else None
     parts = [res["quality_retention"] or 0.0, res["latency_reduction"] or 0.0, res["energy_reduction"] or 0.0]
     res["rcs"] = float(w[1] * parts[0] + w[0] * parts[1] + w[2] * parts[2])
-    res["utility"] = float(out.utility(w, idx)[rows, chosen].mean())
+    res["utility"] = got["utility"]
     res["model_shares"] = {m: float((chosen == j).mean()) for j, m in enumerate(ds.model_names)}
-    res["mean_latency"] = float(out.latency[idx, chosen].mean())  # in the units of refs.lat_source
-    res["mean_energy"] = float(out.energy[idx, chosen].mean())
+    res["mean_latency"] = got["latency"]  # in the units of refs.lat_source
+    res["mean_energy"] = got["energy"]
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}
 
 
@@ -164,12 +163,7 @@ def sweep(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, scenario: str = 
     """The router's curve over thresholds: one point per tau."""
     train_idx, idx = ds.split("train"), ds.split(split)
     out = Outcomes.from_dataset(ds, train_idx, refs=router.refs)
-    probs, _ = router.predict(X[idx], np.array(PRESETS[scenario]))
-    curve = []
-    for tau in np.linspace(0, 1, points):
-        chosen = router.choose(probs, tau)
-        curve.append({"tau": float(tau), "quality": float(out.quality[idx, chosen].mean()),
-                      "latency": float(out.latency[idx, chosen].mean()),
-                      "energy": float(out.energy[idx, chosen].mean()),
-                      "edge_share": float((ds.tiers[chosen] == "edge").mean())})
-    return curve
+    w = np.array(PRESETS[scenario])
+    probs, _ = router.predict(X[idx], w)
+    return [{"tau": float(tau), **out.summary(router.choose(probs, tau), idx, w, ds.tiers)}
+            for tau in np.linspace(0, 1, points)]

@@ -71,11 +71,10 @@ def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Ou
         values = np.array([u[rows, c].mean() for c in choices])
         smooth = np.array([values[np.abs(grid - t) <= window + 1e-9].mean() for t in grid])
         best = int(np.argmax(smooth))
-        chosen = choices[best]
         taus[name] = float(grid[best])
-        report[name] = {"utility": round(float(values[best]), 5), "tau": float(grid[best]),
-                        "quality": round(float(outcomes.quality[idx, chosen].mean()), 5),
-                        "edge_share": round(float((router.tiers[chosen] == "edge").mean()), 5), "n": len(idx)}
+        got = outcomes.summary(choices[best], idx, np.array(w), router.tiers)
+        report[name] = {"utility": round(got["utility"], 5), "tau": taus[name], "quality": round(got["quality"], 5),
+                        "edge_share": round(got["edge_share"], 5), "n": len(idx)}
     return taus, report
 
 
@@ -163,11 +162,9 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
     router.set_thresholds(taus)
     dev_metrics = {}
     for name, probs in _preset_probs(router, X[dev_idx]).items():  # dev figures at the chosen tau
-        chosen = router.choose(probs, taus[name])
-        u = outcomes.utility(np.array(PRESETS[name]), dev_idx)[np.arange(len(dev_idx)), chosen]
-        dev_metrics[name] = {"tau": taus[name], "utility": round(float(u.mean()), 5),
-                             "quality": round(float(outcomes.quality[dev_idx, chosen].mean()), 5),
-                             "edge_share": round(float((router.tiers[chosen] == "edge").mean()), 5)}
+        got = outcomes.summary(router.choose(probs, taus[name]), dev_idx, np.array(PRESETS[name]), router.tiers)
+        dev_metrics[name] = {"tau": taus[name], "utility": round(got["utility"], 5),
+                             "quality": round(got["quality"], 5), "edge_share": round(got["edge_share"], 5)}
     info = {"epochs": len(history), "best_epoch": best_epoch,
             "best_dev_loss": round(history[best_epoch]["dev_loss"], 5),
             "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx),

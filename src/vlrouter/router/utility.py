@@ -71,3 +71,14 @@ class Outcomes:
         w = np.asarray(w, dtype=np.float64)
         ws, wq, we = (w[..., 0:1], w[..., 1:2], w[..., 2:3]) if w.ndim == 2 else (w[0], w[1], w[2])
         return wq * q - ws * lat / self.refs.lat_ref - we * e / self.refs.energy_ref
+
+    def summary(self, chosen: np.ndarray, idx: np.ndarray, w: np.ndarray, tiers: np.ndarray) -> dict[str, float]:
+        """What choosing model ``chosen[i]`` for query ``idx[i]`` yields, on average."""
+        rows = np.arange(len(idx))
+        return {
+            "edge_share": float((tiers[chosen] == "edge").mean()),
+            "quality": float(self.quality[idx, chosen].mean()),
+            "utility": float(self.utility(w, idx)[rows, chosen].mean()),
+            "latency": float(self.latency[idx, chosen].mean()),  # in the units of refs.lat_source
+            "energy": float(self.energy[idx, chosen].mean()),
+        }
