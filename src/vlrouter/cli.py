@@ -6,6 +6,7 @@ Run ``vlrouter COMMAND --help`` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -292,20 +293,48 @@ def _load_router(path: Path, spec):
         raise ConfigError(f"--router {path}: {exc}") from exc
 
 
+def _log_dataset(args: argparse.Namespace):
+    """The decision log as a routing dataset, featurised by the configured pipeline."""
+    from vlrouter.eval.dataset import DatasetError, import_decision_log
+    from vlrouter.eval.featurize import featurize
+    from vlrouter.features import FeaturePipeline
+
+    settings = _feature_settings(args.config, "a router needs query features")
+    path = args.from_log if args.from_log != Path("-") else settings.log.path
+    try:
+        ds = import_decision_log(path, seed=args.seed, min_rows=10)
+    except (DatasetError, OSError) as exc:
+        raise ConfigError(f"--from-log {path}: {exc}") from exc
+    pipeline = FeaturePipeline(settings.features)
+    X = featurize(ds, pipeline, cache_dir=args.cache_dir, progress=not args.no_progress)
+    return ds, X, pipeline, path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from vlrouter.router.train import TrainConfig, train_router
     from vlrouter.router.utility import Outcomes
 
-    ds, X, pipeline = _dataset_features(args)
+    if (args.data is None) == (args.from_log is None):
+        raise ConfigError("give exactly one of --data DIR or --from-log [PATH]")
+    if args.from_log is not None:
+        ds, X, pipeline, source = _log_dataset(args)
+    else:
+        ds, X, pipeline = _dataset_features(args)
+        source = args.data
     train_idx, dev_idx = ds.split("train"), ds.split("dev")
     if len(train_idx) == 0 or len(dev_idx) == 0:
-        raise ConfigError(f"--data {args.data}: needs train and dev queries (found {len(train_idx)} / {len(dev_idx)})")
+        raise ConfigError(f"{source}: needs train and dev queries (found {len(train_idx)} / {len(dev_idx)})")
     outcomes = Outcomes.from_dataset(ds, train_idx)
+    if outcomes.partial:
+        counts = ", ".join(f"{m.name}={int(n)}" for m, n in zip(ds.models, outcomes.observed.sum(0), strict=True))
+        explored = sum(bool(q.extra.get("explore")) for q in ds.queries)
+        print(f"partial labels: one outcome per query ({counts}); {explored} explored; "
+              "importance-weighted by 1/propensity")
     config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs, beta=args.beta)
     router, info = train_router(X, outcomes, train_idx, dev_idx, spec=pipeline.spec,
                                 models=[{"name": m.name, "tier": m.tier} for m in ds.models], config=config,
                                 progress=not args.no_progress)
-    router.meta["training"]["data"] = str(args.data)
+    router.meta["training"]["data"] = str(source)
     router.save(args.out)
     print(f"trained on {info['n_train']} queries ({info['epochs']} epochs, best {info['best_epoch']}, "
           f"{info['seconds']}s); checkpoint: {args.out}")
@@ -364,8 +393,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="routing dataset directory (see README)")
+def cmd_log(args: argparse.Namespace) -> int:
+    from vlrouter.telemetry.decision_log import read_rows
+    from vlrouter.telemetry.log_tools import export_rows, format_stats, parse_time, stats
+
+    path = args.db
+    if path is None:
+        path = load_settings(args.config).log.path
+    try:
+        since, until = parse_time(args.since), parse_time(args.until)
+        rows = read_rows(path, since=since, until=until)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.log_command == "stats":
+        report = stats(rows, since, until)
+        print(json.dumps(report, indent=2) if args.json else format_stats(report))
+        return 0
+    try:
+        n = export_rows(rows, args.out, args.format)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.out is not None:
+        print(f"exported {n} rows from {path} to {args.out} ({args.format})", file=sys.stderr)
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", type=Path, required=required, help="routing dataset directory (see README)")
     p.add_argument("--config", type=Path, help="YAML settings whose features: section embeds the queries")
     p.add_argument("--seed", type=int, default=0, help="seed for splits, training and random baselines")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/vlrouter/features"),
@@ -420,11 +474,17 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true", help="print JSON instead of text")
     route.set_defaults(func=cmd_route)
 
-    train = sub.add_parser("train", help="train the scenario-conditioned MLP router on a routing dataset",
+    train = sub.add_parser("train", help="train the scenario-conditioned MLP router on a routing dataset or the log",
                            description="Embed the dataset's queries with the configured feature pipeline, train "
                                        "the MLP router on train (early stopping on dev), calibrate tau per "
-                                       "scenario on dev, and write a checkpoint directory.")
-    _data_args(train)
+                                       "scenario on dev, and write a checkpoint directory. With --from-log, the "
+                                       "dataset is the gateway's decision log: answered requests whose content "
+                                       "was logged (log.log_content: true) and that got POST /v1/feedback scores; "
+                                       "only the serving model's outcome is known per request, so training is "
+                                       "importance-weighted by the logged propensity (see routing.explore).")
+    _data_args(train, required=False)
+    train.add_argument("--from-log", type=Path, nargs="?", const=Path("-"), metavar="PATH",
+                       help="train from a decision log (default path: log.path of --config)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     train.add_argument("--max-epochs", type=int, default=300)
     train.add_argument("--beta", type=float, default=10.0, help="soft-label sharpness (default 10)")
@@ -453,6 +513,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, help="write the report as JSON")
     ev.add_argument("--plot", type=Path, help="write a Pareto plot (PNG)")
     ev.set_defaults(func=cmd_eval)
+
+    lg = sub.add_parser("log", help="read the decision log: export rows or summarise them",
+                        description="Read the gateway's decision log (SQLite). Times: ISO 8601 (2026-11-24 or "
+                                    "2026-11-24T08:00), a Unix timestamp, or a span back from now (30m, 6h, 7d).")
+    lg_sub = lg.add_subparsers(dest="log_command", required=True, metavar="ACTION")
+    for name, text in (("export", "write the rows (with their latest feedback score) as JSON lines or Parquet"),
+                       ("stats", "edge share, p50/p99 latency and joules per request by tier and scenario")):
+        p = lg_sub.add_parser(name, help=text, description=text)
+        p.add_argument("--db", type=Path, help="decision log path (default: log.path of --config)")
+        p.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
+        p.add_argument("--since", help="first time to include")
+        p.add_argument("--until", help="time to stop before")
+        if name == "export":
+            p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+            p.add_argument("--out", type=Path, help="output file (jsonl default: stdout)")
+        else:
+            p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.set_defaults(func=cmd_log)
     return parser
 
 

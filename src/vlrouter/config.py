@@ -144,10 +144,35 @@ class LogConfig(_Strict):
     log_content: bool = Field(False, description="store prompt text so rows can become training data")
 
 
+class EnergyConfig(_Strict):
+    """Energy metering (see ``vlrouter.meters.energy``); figures that are not measured say ``estimate``."""
+
+    enabled: bool = True
+    prefer_gpu: bool = Field(True, description="try NVML (and Jetson INA3221 rails) before RAPL")
+    powercap_root: Path = Path("/sys/class/powercap")
+    i2c_root: Path = Path("/sys/bus/i2c/drivers")
+    sample_interval_s: float = Field(0.1, gt=0, le=5, description="power sampling period where there is no counter")
+    # codecarbon's figure for an unknown CPU: 4 W per thread (docs/explanation/methodology.md).
+    watts_per_core: float = Field(4.0, gt=0, description="CPU-time estimate when no counter is readable")
+    # Cloud: Epoch AI (Feb 2025) puts a ~500-output-token GPT-4o query at ~0.3 Wh (1080 J, GPU only, no
+    # PUE); 2.2 J per output token + 0.8 J per input token is our split of their figures.
+    cloud_j_per_output_token: float = Field(2.2, ge=0)
+    cloud_j_per_input_token: float = Field(0.8, ge=0)
+    # Remote edge servers that report no energy (e.g. vLLM): a Jetson-Orin-class module at ~15 W
+    # decoding ~30 tokens/s is ~0.5 J per output token; prefill is far cheaper per token. Our
+    # assumption, not a published figure: put your device's measured figure here.
+    edge_j_per_output_token: float = Field(0.5, ge=0)
+    edge_j_per_input_token: float = Field(0.05, ge=0)
+
+
 class RoutingConfig(_Strict):
     policy: str = "complexity-rule"
     default_scenario: str | dict[str, float] = "quality"
     fallback: bool = True
+    explore: float = Field(0.0, ge=0.0, le=0.5, description=(
+        "share of auto-routed requests sent to a uniformly random tier (logged with their propensity) "
+        "so the log holds outcomes of the tier the router would not have picked"))
+    explore_seed: int | None = None
     checkpoint: Path | None = Field(None, description="trained router directory (router.json + .safetensors)")
 
     @model_validator(mode="after")
@@ -170,6 +195,7 @@ class Settings(BaseSettings):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     log: LogConfig = Field(default_factory=LogConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None

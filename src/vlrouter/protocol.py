@@ -80,6 +80,10 @@ class Usage(_Model):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # vlrouter extensions (omitted when unknown): joules for this request and how they were obtained
+    energy_j: float | None = None
+    energy_source: str | None = None
+    energy_attribution: str | None = None
 
 
 class AssistantMessage(_Model):
@@ -152,13 +156,38 @@ class InferResponse(_Model):
     policy: str
     scores: dict[str, float]
     threshold: float
+    explore: bool = False
     route_ms: float
     latency_ms: float
+    queue_ms: float | None = None
     ttft_ms: float | None
+    tpot_ms: float | None = None
+    e2e_ms: float
+    tokens_per_s: float | None = None
     tokens: TokenCounts
+    energy_j: float | None = Field(None, description="joules for this request (see energy_source)")
+    energy_source: str | None = Field(None, description="nvml | nvml-power | jetson-ina | rapl | estimate")
+    energy_attribution: str | None = Field(None, description="exclusive | apportioned (shared window)")
     finish_reason: str | None
     fallback: FallbackInfo | None = None
     request_id: str
+
+
+# ---------------------------------------------------------------- feedback
+class FeedbackRequest(_Model):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=200,
+                            description="x-request-id of the answer (or its chat completion id, chatcmpl-...)")
+    score: float = Field(ge=0.0, le=1.0, description="quality of the answer, 0 (wrong) .. 1 (right)")
+    comment: str | None = Field(None, max_length=2000)
+
+
+class FeedbackResponse(_Model):
+    object: Literal["feedback"] = "feedback"
+    request_id: str
+    score: float
+    recorded: bool = True
 
 
 # ---------------------------------------------------------------- models, errors

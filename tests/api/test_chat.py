@@ -113,14 +113,24 @@ def test_health_ready_and_metrics(http):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["backends"] == {"edge": True, "cloud": True}
-    http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    answer = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+                                                     "model": "edge"})
+    assert answer.json()["usage"]["completion_tokens"] > 1  # so there is a TPOT to observe
+    assert answer.json()["usage"]["energy_source"] in ("nvml", "nvml-power", "jetson-ina", "rapl", "estimate")
     metrics = http.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     assert 'vlrouter_requests_total{backend="edge",status="200",tier="edge"}' in text
     for name in ("vlrouter_route_seconds_bucket", "vlrouter_ttft_seconds_bucket", "vlrouter_e2e_seconds_count",
-                 "vlrouter_tokens_total"):
+                 "vlrouter_tokens_total", "vlrouter_tpot_seconds_bucket"):
         assert name in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    energy = [s for s in families["vlrouter_energy_joules"].samples if s.name == "vlrouter_energy_joules_total"]
+    edge = [s for s in energy if s.labels["tier"] == "edge"]
+    assert edge and edge[0].labels["source"] in ("nvml", "nvml-power", "jetson-ina", "rapl", "estimate")
+    assert sum(s.value for s in edge) > 0
 
 
 def test_request_id_is_echoed(http):

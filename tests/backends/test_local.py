@@ -45,7 +45,7 @@ def test_demo_vlm_answers_with_the_real_decoder(demo_vlm, photo_jpeg):
 
     text, seen = asyncio.run(go())
     assert "Paris" in text.text
-    assert text.finish_reason == "stop" and text.ttft_s is not None
+    assert text.finish_reason == "stop" and text.first_token_at is not None and text.queue_s >= 0
     assert seen.prompt_tokens > 49 and seen.completion_tokens == 4 and seen.finish_reason == "length"
 
 

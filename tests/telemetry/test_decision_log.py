@@ -71,6 +71,13 @@ def test_one_row_per_request_under_load_with_bad_input_and_a_killed_backend(make
     assert any(r["fallback_from"] == "cloud" and r["tier"] == "edge" for r in ok)
     assert any(r["decided_tier"] == "cloud" and r["fallback_from"] is None for r in ok)
     assert all(r["content"] is None for r in logged)  # log_content is off by default
+    (gone,) = [r for r in ok if r["error_code"] == "client_disconnected"]
+    assert gone["stream"] == 1 and gone["energy_j"] is None  # cancelled before the backend reported
+    ok = [r for r in ok if r is not gone]
+    # every answered request carries its latency terms and energy, labelled with where it came from
+    assert all(r["energy_source"] in ("nvml", "nvml-power", "jetson-ina", "rapl", "estimate") for r in ok)
+    assert all(r["energy_j"] >= 0 and r["ttft_ms"] is not None for r in ok)
+    assert all(r["queue_ms"] is not None for r in ok if r["tier"] == "edge")  # the in-process worker queue
 
 
 def test_content_is_stored_only_when_enabled(make_gateway, tmp_path, photo_data_url):
@@ -79,4 +86,16 @@ def test_content_is_stored_only_when_enabled(make_gateway, tmp_path, photo_data_
         httpx.post(gw.url + "/infer", json={"text": "what is this?", "image": photo_data_url, "max_tokens": 1},
                    timeout=60)
     (row,) = rows(db)
-    assert "what is this?" in row["content"] and len(row["content"]) < 1000  # text + image hash, no bytes
+    assert "what is this?" in row["content"] and len(row["content"]) < 1000  # text + image file name, no bytes
+    import json
+
+    from vlrouter.telemetry.decision_log import images_dir
+
+    (name,) = json.loads(row["content"])["messages"][0]["images"]
+    stored = images_dir(db) / name
+    assert stored.is_file() and name.endswith(".jpg")
+    import base64
+    import hashlib
+
+    assert stored.read_bytes() == base64.b64decode(photo_data_url.split(",", 1)[1])
+    assert name == hashlib.sha256(stored.read_bytes()).hexdigest() + ".jpg"

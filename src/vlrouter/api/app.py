@@ -16,6 +16,7 @@ from vlrouter.api.serving import Gateway
 from vlrouter.backends import build_backend
 from vlrouter.config import Settings
 from vlrouter.features import FeaturePipeline
+from vlrouter.meters.energy import EnergyLedger, build_ledger
 from vlrouter.router import build_router
 from vlrouter.telemetry.decision_log import DecisionLog
 from vlrouter.telemetry.metrics import Metrics
@@ -37,6 +38,20 @@ def load_router(settings: Settings, features: FeaturePipeline | None):
     return router
 
 
+def build_energy(settings: Settings, backends: dict) -> EnergyLedger | None:
+    """This process' energy meter, handed to the in-process backends (remote ones report or are estimated)."""
+    local = [b for b in backends.values() if getattr(b, "kind", "") == "local"]
+    if not settings.energy.enabled or not local:
+        return None
+    cfg = settings.energy
+    ledger = build_ledger(prefer_gpu=cfg.prefer_gpu, powercap_root=cfg.powercap_root, i2c_root=cfg.i2c_root,
+                          watts_per_core=cfg.watts_per_core, sample_interval_s=cfg.sample_interval_s)
+    log.info("energy: local generations metered by %s", ledger.source)
+    for backend in local:
+        backend.energy = ledger
+    return ledger
+
+
 def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -54,9 +69,11 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
             if settings.features.enabled:
                 features = await asyncio.to_thread(FeaturePipeline, settings.features, metrics)
                 log.info("features: %s", features.spec.describe())
-            app.state.gateway = Gateway.create(settings, backends, load_router(settings, features),
-                                               metrics=metrics, features=features, standins=standins)
-            app.state.gateway.decision_log = decision_log
+            gateway = Gateway.create(settings, backends, load_router(settings, features),
+                                     metrics=metrics, features=features, standins=standins)
+            gateway.decision_log = decision_log
+            gateway.energy = build_energy(settings, backends)
+            app.state.gateway = gateway
             for name, b in backends.items():
                 label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""
                 log.info("backend %s: tier=%s kind=%s model=%s%s", name, b.tier, b.kind, b.model, label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 from fastapi import APIRouter, Depends, Request
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from vlrouter.api.errors import APIError
 from vlrouter.api.serving import AUTO_MODEL, ChatServing, Gateway
 from vlrouter.config import TIERS
-from vlrouter.protocol import ChatCompletionRequest, ModelCard, ModelList
+from vlrouter.protocol import ChatCompletionRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList
 
 
 def gateway(request: Request) -> Gateway:
@@ -40,6 +41,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 @api.post("/infer")
 async def infer(request: Request):
     return await ChatServing(gateway(request)).infer(request)
+
+
+@api.post("/v1/feedback")
+async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+    """Attach a quality score to a logged answer; ``vlrouter train --from-log`` learns from it."""
+    decision_log = gateway(request).decision_log
+    if decision_log is None:
+        raise APIError(409, "the decision log is disabled (log.enabled: false): feedback has nowhere to go",
+                       code="log_disabled")
+    request_id = body.request_id.removeprefix("chatcmpl-")
+    if not await asyncio.to_thread(decision_log.knows, request_id):
+        raise APIError(404, f"no logged request with id {body.request_id!r}", code="request_not_found",
+                       param="request_id")
+    decision_log.add_feedback(request_id, body.score, body.comment)
+    return FeedbackResponse(request_id=request_id, score=body.score)
 
 
 @api.get("/v1/models")

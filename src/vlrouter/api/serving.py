@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,11 +21,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from vlrouter.api.errors import APIError, to_api_error
-from vlrouter.backends.base import Backend, GenerationRequest, Message, StreamDelta
+from vlrouter.backends.base import Backend, Generation, GenerationRequest, Message, StreamDelta
 from vlrouter.backends.fallback import AllBackendsFailed, Attempts, CircuitBreaker, Dispatcher
 from vlrouter.config import TIERS, Settings
 from vlrouter.features import FeaturePipeline
 from vlrouter.media import DecodedImage, MediaError, decode_base64_image, decode_image_bytes, fetch_remote_image
+from vlrouter.meters.energy import EnergyLedger, EnergyReading, token_estimate
+from vlrouter.meters.latency import RequestLatency, measure
 from vlrouter.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -41,6 +44,7 @@ from vlrouter.protocol import (
     Usage,
 )
 from vlrouter.router import Decision, Router, RoutingInput, Scenario, parse_scenario
+from vlrouter.telemetry.decision_log import image_name
 from vlrouter.telemetry.metrics import Metrics
 
 log = logging.getLogger("vlrouter.gateway")
@@ -59,6 +63,8 @@ class Gateway:
     features: FeaturePipeline | None = None
     standins: frozenset[str] = frozenset()
     decision_log: Any = None  # telemetry.decision_log.DecisionLog, set by the app's lifespan
+    energy: EnergyLedger | None = None  # this process' meter (local backends measure with it)
+    rng: random.Random = field(default_factory=random.Random)  # exploration draws
 
     @classmethod
     def create(cls, settings: Settings, backends: dict[str, Backend], router: Router, *, metrics: Metrics,
@@ -67,7 +73,23 @@ class Gateway:
         return cls(settings=settings, backends=backends, router=router,
                    dispatcher=Dispatcher(backends, breakers), metrics=metrics,
                    http=httpx.AsyncClient(), default_scenario=parse_scenario(settings.routing.default_scenario),
-                   features=features, standins=standins)
+                   features=features, standins=standins, rng=random.Random(settings.routing.explore_seed))
+
+    def energy_of(self, backend: Backend, result: Generation) -> EnergyReading | None:
+        """What the backend measured (or a remote vlrouter reported), else a per-token estimate for
+        remote backends; None for a local backend that is not metered."""
+        if result.energy is not None:
+            return result.energy
+        if getattr(backend, "kind", "") == "local":
+            return None
+        cfg = self.settings.energy
+        if backend.tier == "cloud":
+            return token_estimate(result.prompt_tokens, result.completion_tokens,
+                                  j_per_input_token=cfg.cloud_j_per_input_token,
+                                  j_per_output_token=cfg.cloud_j_per_output_token)
+        return token_estimate(result.prompt_tokens, result.completion_tokens,
+                              j_per_input_token=cfg.edge_j_per_input_token,
+                              j_per_output_token=cfg.edge_j_per_output_token)
 
     def by_model_name(self, model: str) -> str | None:
         if model in self.backends:
@@ -93,6 +115,14 @@ class Plan:
     chain: list[str]
     decision: Decision
     route_s: float
+    explore: bool = False  # the tier was drawn at random (routing.explore), not chosen by the router
+    propensity: float = 1.0  # probability that this tier was the one served, given the router's choice
+
+
+@dataclass
+class Measured:
+    latency: RequestLatency
+    energy: EnergyReading | None
 
 
 class ChatServing:
@@ -156,6 +186,7 @@ class ChatServing:
     async def _plan(self, query: Query) -> Plan:
         started = time.perf_counter()
         gw = self.gw
+        explore, propensity = False, 1.0
         if query.model == AUTO_MODEL:
             images = query.generation.images
             text = query.generation.text
@@ -163,8 +194,9 @@ class ChatServing:
             decision = gw.router.route(RoutingInput(
                 text=text, n_images=len(images), image_pixels=sum(img.pixels for img in images),
                 scenario=query.scenario, features=None if features is None else features.vector))
-            primary = gw.first_of_tier(decision.tier)
-            other = next((t for t in TIERS if t != decision.tier), "cloud")
+            tier, explore, propensity = self._explore(decision.tier)
+            primary = gw.first_of_tier(tier)
+            other = next((t for t in TIERS if t != tier), "cloud")
             if primary is None:  # e.g. an edge-only deployment
                 primary = gw.first_of_tier(other)
                 decision.scores["tier_unavailable"] = 1.0
@@ -189,7 +221,19 @@ class ChatServing:
                            code="model_not_found", param="model")
         route_s = time.perf_counter() - started
         gw.metrics.route_seconds.observe(route_s)
-        return Plan(chain=[c for c in chain if c], decision=decision, route_s=route_s)
+        return Plan(chain=[c for c in chain if c], decision=decision, route_s=route_s,
+                    explore=explore, propensity=propensity)
+
+    def _explore(self, tier: str) -> tuple[str, bool, float]:
+        """With probability ``routing.explore`` serve a uniformly random tier (of those with a backend)."""
+        eps = self.gw.settings.routing.explore
+        tiers = [t for t in TIERS if self.gw.first_of_tier(t) is not None]
+        if eps <= 0 or len(tiers) < 2 or tier not in tiers:
+            return tier, False, 1.0
+        explored = self.gw.rng.random() < eps
+        served = self.gw.rng.choice(tiers) if explored else tier
+        propensity = (1 - eps) * (served == tier) + eps / len(tiers)
+        return served, explored, propensity
 
     def _note_plan(self, request: Request, query: Query, plan: Plan, stream: bool) -> None:
         """Fill the decision-log row that DecisionLogMiddleware writes when the response ends."""
@@ -201,11 +245,15 @@ class ChatServing:
                    w_quality=query.scenario.quality, w_energy=query.scenario.energy, policy=d.policy,
                    decided_tier=d.tier, decided_model=d.model, scores=d.scores,
                    threshold=None if math.isnan(d.threshold) else d.threshold,
-                   route_ms=round(plan.route_s * 1000, 3), stream=int(stream),
+                   route_ms=round(plan.route_s * 1000, 3), stream=int(stream), explore=int(plan.explore),
+                   propensity=round(plan.propensity, 6),
                    feature_spec_version=self.gw.features.spec.version if self.gw.features else None)
         if self.gw.settings.log.log_content:
-            row["content"] = {"messages": [{"role": m.role, "text": m.text, "images": [i.sha256 for i in m.images]}
+            images = {image_name(i.sha256, i.mime): i.data for m in query.messages for i in m.images}
+            row["content"] = {"messages": [{"role": m.role, "text": m.text,
+                                            "images": [image_name(i.sha256, i.mime) for i in m.images]}
                                            for m in query.messages]}
+            row["_images"] = images
 
     def _headers(self, query: Query, plan: Plan, backend: Backend, attempts: Attempts) -> dict[str, str]:
         headers = {
@@ -220,29 +268,39 @@ class ChatServing:
             headers["x-vlrouter-fallback-from"] = ",".join(name for name, _ in attempts.failed)
         return headers
 
-    def _record(self, request: Request, backend: Backend | None, status: int, query: Query,
-                attempts: Attempts | None, ttft_s: float | None = None, prompt_tokens: int = 0,
-                completion_tokens: int = 0) -> None:
-        """Metrics for one answered request, and its result fields in the decision-log row."""
+    def _record(self, request: Request, backend: Backend, status: int, query: Query, plan: Plan,
+                attempts: Attempts | None, result: Generation) -> Measured:
+        """Latency and energy of one answered request: into metrics and its decision-log row."""
+        latency = measure(started=query.started, route_s=plan.route_s, ended=time.perf_counter(),
+                          first_token_at=result.first_token_at, queue_s=result.queue_s,
+                          prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        energy = self.gw.energy_of(backend, result)
         row = getattr(request.state, "log_row", None)
-        if row is not None and backend is not None:
+        if row is not None:
+            timings = latency.as_ms()
+            timings.pop("e2e_ms")  # the middleware stamps e2e when the last byte has been sent
             row.update(tier=backend.tier, backend=backend.name,
                        fallback_from=",".join(n for n, _ in attempts.failed) if attempts and attempts.failed
                        else None,
-                       ttft_ms=None if ttft_s is None else round(ttft_s * 1000, 3),
-                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                       prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, **timings)
+            if energy is not None:
+                row.update(energy_j=round(energy.joules, 6), energy_source=energy.source,
+                           energy_attribution=energy.attribution)
         m = self.gw.metrics
-        tier = backend.tier if backend else "none"
-        m.requests.labels(tier=tier, backend=backend.name if backend else "none", status=str(status)).inc()
-        if backend is None:
-            return
-        m.e2e_seconds.labels(tier=tier).observe(time.perf_counter() - query.started)
-        if ttft_s is not None:
-            m.ttft_seconds.labels(tier=tier).observe(ttft_s)
-        m.tokens.labels(tier=tier, direction="input").inc(prompt_tokens)
-        m.tokens.labels(tier=tier, direction="output").inc(completion_tokens)
+        tier = backend.tier
+        m.requests.labels(tier=tier, backend=backend.name, status=str(status)).inc()
+        m.e2e_seconds.labels(tier=tier).observe(latency.e2e_s)
+        if latency.ttft_s is not None:
+            m.ttft_seconds.labels(tier=tier).observe(latency.ttft_s)
+        if latency.tpot_s is not None:
+            m.tpot_seconds.labels(tier=tier).observe(latency.tpot_s)
+        m.tokens.labels(tier=tier, direction="input").inc(result.prompt_tokens)
+        m.tokens.labels(tier=tier, direction="output").inc(result.completion_tokens)
+        if energy is not None:
+            m.energy_joules.labels(tier=tier, source=energy.source).inc(energy.joules)
         if attempts and attempts.fell_back:
             m.fallbacks.labels(from_backend=attempts.failed[0][0], to_backend=backend.name).inc()
+        return Measured(latency, energy)
 
     def _fail(self, exc: Exception, query: Query | None) -> APIError:
         err = to_api_error(exc)
@@ -276,15 +334,13 @@ class ChatServing:
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc
-        self._record(request, backend, 200, query, attempts, result.ttft_s, result.prompt_tokens,
-                     result.completion_tokens)
+        measured = self._record(request, backend, 200, query, plan, attempts, result)
         self._log(query, plan, backend, attempts)
         completion = ChatCompletion(
             id=f"chatcmpl-{query.request_id}", model=backend.model,
             choices=[Choice(message=AssistantMessage(content=result.text),
                             finish_reason=_finish(result.finish_reason))],
-            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                        total_tokens=result.prompt_tokens + result.completion_tokens),
+            usage=_usage(result.prompt_tokens, result.completion_tokens, measured.energy),
         )
         return JSONResponse(completion.model_dump(exclude_none=True),
                             headers=self._headers(query, plan, backend, attempts))
@@ -297,14 +353,14 @@ class ChatServing:
             return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
         async def events() -> AsyncIterator[str]:
-            ttft, final, status = None, StreamDelta(), 200
+            first, final, status = None, StreamDelta(), 200
             try:
                 yield sse(ChatCompletionChunk(id=chunk_id, model=backend.model,
                                               choices=[ChunkChoice(delta=Delta(role="assistant", content=""))]))
                 async for delta in stream:
                     if delta.text:
-                        if ttft is None:
-                            ttft = time.perf_counter() - query.started
+                        if first is None:
+                            first = time.perf_counter()
                         yield sse(ChatCompletionChunk(id=chunk_id, model=backend.model,
                                                       choices=[ChunkChoice(delta=Delta(content=delta.text))]))
                     if delta.finish_reason:
@@ -314,9 +370,9 @@ class ChatServing:
                                               choices=[ChunkChoice(delta=Delta(), finish_reason=reason)]))
                 if include_usage:
                     p, c = final.prompt_tokens or 0, final.completion_tokens or 0
+                    energy = self.gw.energy_of(backend, _as_generation(final, first))
                     yield sse(ChatCompletionChunk(id=chunk_id, model=backend.model, choices=[],
-                                                  usage=Usage(prompt_tokens=p, completion_tokens=c,
-                                                              total_tokens=p + c)))
+                                                  usage=_usage(p, c, energy)))
                 yield "data: [DONE]\n\n"
             except Exception as exc:  # after the headers: report in-band, as OpenAI does
                 err = to_api_error(exc)
@@ -326,10 +382,12 @@ class ChatServing:
                 yield "data: [DONE]\n\n"
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
-                self._record(request, backend, status, query, attempts, ttft, final.prompt_tokens or 0,
-                             final.completion_tokens or 0)
-                if status != 200 and getattr(request.state, "log_row", None) is not None:
-                    request.state.log_row["error_code"] = "stream_error"
+                self._record(request, backend, status, query, plan, attempts, _as_generation(final, first))
+                row = getattr(request.state, "log_row", None)
+                if row is not None and status != 200:
+                    row["error_code"] = "stream_error"
+                elif row is not None and final.finish_reason is None:  # closed before the end: the client left
+                    row["error_code"] = "client_disconnected"
                 self._log(query, plan, backend, attempts)
 
         headers = self._headers(query, plan, backend, attempts)
@@ -353,19 +411,21 @@ class ChatServing:
             result, backend, attempts = await self.gw.dispatcher.generate(plan.chain, query.generation)
         except Exception as exc:
             raise self._fail(exc, query) from exc
-        self._record(request, backend, 200, query, attempts, result.ttft_s, result.prompt_tokens,
-                     result.completion_tokens)
+        measured = self._record(request, backend, 200, query, plan, attempts, result)
         self._log(query, plan, backend, attempts)
+        lat, energy = measured.latency, measured.energy
         fallback = None
         if attempts.fell_back:
             fallback = FallbackInfo(from_backend=attempts.failed[0][0], error=attempts.failed[0][1])
         answer = InferResponse(
             answer=result.text, tier=backend.tier, backend=backend.name, model=backend.model,
             scenario=query.scenario.as_dict(), policy=plan.decision.policy, scores=plan.decision.scores,
-            threshold=plan.decision.threshold, route_ms=round(plan.route_s * 1000, 3),
-            latency_ms=round((time.perf_counter() - query.started) * 1000, 3),
-            ttft_ms=None if result.ttft_s is None else round(result.ttft_s * 1000, 3),
+            threshold=plan.decision.threshold, explore=plan.explore,
+            latency_ms=round(lat.e2e_s * 1000, 3), **lat.as_ms(),
             tokens=TokenCounts(prompt=result.prompt_tokens, completion=result.completion_tokens),
+            energy_j=None if energy is None else round(energy.joules, 6),
+            energy_source=None if energy is None else energy.source,
+            energy_attribution=None if energy is None else energy.attribution,
             finish_reason=result.finish_reason, fallback=fallback, request_id=query.request_id,
         )
         payload = json.loads(answer.model_dump_json())  # NaN threshold (forced) -> null
@@ -409,6 +469,20 @@ class ChatServing:
         log.info("%s model=%s scenario=%s decision=%s(%s) answered_by=%s/%s fallback=%s route_ms=%.2f",
                  query.request_id, query.model, query.scenario, plan.decision.tier, plan.decision.reason,
                  backend.tier, backend.name, attempts.failed or "-", plan.route_s * 1000)
+
+
+def _usage(prompt: int, completion: int, energy: EnergyReading | None) -> Usage:
+    """OpenAI usage plus vlrouter's energy fields (the SDK keeps unknown fields; a gateway in front of
+    a vlrouter model server reads them back)."""
+    extra = {} if energy is None else {"energy_j": round(energy.joules, 6), "energy_source": energy.source,
+                                       "energy_attribution": energy.attribution}
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, **extra)
+
+
+def _as_generation(final: StreamDelta, first_token_at: float | None) -> Generation:
+    return Generation(text="", finish_reason=final.finish_reason, prompt_tokens=final.prompt_tokens or 0,
+                      completion_tokens=final.completion_tokens or 0, first_token_at=first_token_at,
+                      queue_s=final.queue_s, energy=final.energy)
 
 
 def _finish(reason: str | None) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from vlrouter.media import DecodedImage
+from vlrouter.meters.energy import EnergyReading
 
 
 class BackendError(Exception):
@@ -86,17 +87,50 @@ class Generation:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
-    ttft_s: float | None = None
+    first_token_at: float | None = None  # time.perf_counter() when the first text arrived
+    queue_s: float | None = None  # waiting for a local worker
+    energy: EnergyReading | None = None  # measured by the backend (or reported by a remote vlrouter)
 
 
 @dataclass
 class StreamDelta:
-    """A piece of streamed output; the last one has ``finish_reason`` and the token counts."""
+    """A piece of streamed output; the last one has ``finish_reason``, the token counts and energy."""
 
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    queue_s: float | None = None
+    energy: EnergyReading | None = None
+
+
+async def collect(stream: AsyncIterator[StreamDelta]) -> Generation:
+    """A stream gathered into one ``Generation`` (the non-streamed path of streaming backends)."""
+    import time
+
+    pieces, first, final = [], None, StreamDelta()
+    async for delta in stream:
+        if delta.text:
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(delta.text)
+        if delta.finish_reason:
+            final = delta
+    return Generation(text="".join(pieces), finish_reason=final.finish_reason,
+                      prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
+                      first_token_at=first, queue_s=final.queue_s, energy=final.energy)
+
+
+def usage_energy(usage: dict) -> EnergyReading | None:
+    """Energy a remote vlrouter model server reported in ``usage`` (``energy_j``, ``energy_source``)."""
+    from vlrouter.meters.energy import SOURCES
+
+    joules, source = usage.get("energy_j"), usage.get("energy_source")
+    if not isinstance(joules, int | float) or source not in SOURCES or joules < 0:
+        return None
+    attribution = usage.get("energy_attribution")
+    return EnergyReading(float(joules), source, attribution if attribution in ("exclusive", "apportioned")
+                         else "exclusive")
 
 
 @runtime_checkable

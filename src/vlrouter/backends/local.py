@@ -10,6 +10,7 @@ so both paths share stop handling, timeouts and cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from vlrouter.backends.base import (
     GenerationRequest,
     StopTrimmer,
     StreamDelta,
+    collect,
 )
 from vlrouter.config import LocalBackendConfig
 
@@ -62,6 +64,7 @@ class LocalVLMBackend:
         self._processor: Any = None
         self._device = "cpu"
         self._max_positions: int | None = None
+        self.energy = None  # meters.energy.EnergyLedger of this process, set by the app (None: not metered)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -168,12 +171,19 @@ class LocalVLMBackend:
         streamer = _make_streamer(self._processor.tokenizer, loop, queue)
         result: dict[str, Any] = {}
 
+        submitted = time.perf_counter()
+        ledger = self.energy
+
         def job() -> None:
+            result["queue_s"] = time.perf_counter() - submitted
+            window = ledger.measure() if ledger is not None else contextlib.nullcontext()
             try:
-                self._run(request, streamer, cancel, result)
+                with window:  # the generation's energy window: queue time is not charged
+                    self._run(request, streamer, cancel, result)
             except BaseException as exc:  # handed to the consumer, re-raised there
                 loop.call_soon_threadsafe(queue.put_nowait, exc)
             finally:
+                result["energy"] = getattr(window, "reading", None)
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
         timeouts = self.config.timeouts
@@ -211,22 +221,10 @@ class LocalVLMBackend:
                 finish_reason="stop" if trimmer.stopped else result.get("finish_reason", "stop"),
                 prompt_tokens=result.get("prompt_tokens", 0),
                 completion_tokens=result.get("completion_tokens", 0),
+                queue_s=result.get("queue_s"), energy=result.get("energy"),
             )
         finally:
             cancel.set()  # client went away, timeout or done: stop generating
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        started = time.perf_counter()
-        pieces, ttft, final = [], None, StreamDelta()
-        async for delta in self.stream(request):
-            if delta.text:
-                if ttft is None:
-                    ttft = time.perf_counter() - started
-                pieces.append(delta.text)
-            if delta.finish_reason:
-                final = delta
-        return Generation(
-            text="".join(pieces), finish_reason=final.finish_reason,
-            prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
-            ttft_s=ttft,
-        )
+        return await collect(self.stream(request))

@@ -27,6 +27,7 @@ from vlrouter.backends.base import (
     Generation,
     GenerationRequest,
     StreamDelta,
+    usage_energy,
 )
 from vlrouter.config import OpenAIBackendConfig
 
@@ -151,7 +152,6 @@ class OpenAIBackend:
         return base * (0.5 + random.random())
 
     async def generate(self, request: GenerationRequest) -> Generation:
-        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.timeouts.total_s):
                 async with self._send(self._payload(request, stream=False)) as resp:
@@ -162,7 +162,7 @@ class OpenAIBackend:
             raise BackendTimeout(f"backend {self.name}: read timeout", backend=self.name) from exc
         except httpx.TransportError as exc:
             raise BackendUnavailable(f"backend {self.name}: {exc!r}", backend=self.name) from exc
-        elapsed = time.perf_counter() - started
+        done = time.perf_counter()
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
@@ -172,7 +172,8 @@ class OpenAIBackend:
                 finish_reason=choice.get("finish_reason"),
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 completion_tokens=int(usage.get("completion_tokens", 0)),
-                ttft_s=elapsed,  # non-streamed: the first token arrives with the last
+                first_token_at=done,  # non-streamed: the first token arrives with the last
+                energy=usage_energy(usage),
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise BackendUnavailable(f"backend {self.name}: malformed response: {exc!r}", backend=self.name) from exc
@@ -211,4 +212,5 @@ class OpenAIBackend:
             finish_reason=finish or "stop",
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
+            energy=usage_energy(usage),
         )

@@ -75,6 +75,21 @@ class RoutingDataset:
             raise DatasetError("dataset has no root directory to resolve image paths against")
         return self.root / query.image
 
+    def image_paths(self, query: Query) -> list[Path]:
+        """All images of a query: ``extra["images"]`` (several, e.g. from the decision log) or ``image``."""
+        names = query.extra.get("images") or ([query.image] if query.image else [])
+        if names and self.root is None:
+            raise DatasetError("dataset has no root directory to resolve image paths against")
+        return [self.root / name for name in names]
+
+    @property
+    def propensity(self) -> np.ndarray | None:
+        """Per-query probability that the logged model was the one served (decision-log datasets), else None."""
+        values = [q.extra.get("propensity") for q in self.queries]
+        if all(v is None for v in values):
+            return None
+        return np.array([1.0 if v is None else float(v) for v in values])
+
     def subset(self, idx: np.ndarray) -> RoutingDataset:
         return RoutingDataset(self.models, [self.queries[i] for i in idx], self.quality[idx], self.cost[idx],
                               self.latency[idx], self.energy[idx], self.root)
@@ -156,6 +171,49 @@ def save_dataset(ds: RoutingDataset, root: str | Path) -> Path:
                         row[col] = float(value)
                 f.write(json.dumps(row) + "\n")
     return root
+
+
+def import_decision_log(path: str | Path, *, seed: int = 0, min_rows: int = 1) -> RoutingDataset:
+    """The gateway's decision log as a routing dataset (partial labels: one model per query).
+
+    A row becomes a query when it was answered (status 200, no error), its content was logged
+    (``log.log_content: true``) and it got feedback (``POST /v1/feedback``): quality is the latest
+    feedback score of the backend that answered, latency its end-to-end time, energy its joules.
+    The other models' outcomes for that query are unknown (NaN). ``extra`` keeps the serving
+    ``propensity`` (below 1 only under ``routing.explore``) for importance weighting, the scenario and
+    all image files (stored beside the log). Models are the gateway's backends, named as in its config.
+    """
+    from vlrouter.telemetry.decision_log import images_dir, read_rows
+
+    rows = [r for r in read_rows(path) if r["status"] == 200 and not r["error_code"] and r["tier"]
+            and r["content"] and r["feedback_score"] is not None]
+    if len(rows) < min_rows:
+        raise DatasetError(f"{path}: {len(rows)} usable rows (answered, content logged with log.log_content: true, "
+                           f"and scored with POST /v1/feedback); need at least {min_rows}")
+    backends: dict[str, str] = {}
+    for r in rows:
+        backends.setdefault(r["backend"], r["tier"])
+    models = [ModelInfo(name, tier) for name, tier in sorted(backends.items(), key=lambda kv: (kv[1], kv[0]))]
+    col = {m.name: j for j, m in enumerate(models)}
+    queries = []
+    mats = {k: np.full((len(rows), len(models)), np.nan) for k in COLUMNS}
+    for i, r in enumerate(rows):
+        messages = r["content"]["messages"]
+        text = "\n".join(m["text"] for m in messages if m["text"])
+        images = [name for m in messages for name in m.get("images", [])]
+        extra = {"images": images, "propensity": r["propensity"] if r["propensity"] is not None else 1.0,
+                 "explore": bool(r["explore"]), "scenario": [r["w_speed"], r["w_quality"], r["w_energy"]],
+                 "ts": r["ts"]}
+        queries.append(Query(r["request_id"], text, images[0] if images else None, "", extra))
+        j = col[r["backend"]]
+        mats["quality"][i, j] = float(r["feedback_score"])
+        if r["e2e_ms"] is not None:
+            mats["latency"][i, j] = r["e2e_ms"] / 1000.0
+        if r["energy_j"] is not None:
+            mats["energy"][i, j] = float(r["energy_j"])
+    _assign_splits(queries, seed)
+    return RoutingDataset(models, queries, mats["quality"], mats["cost"], mats["latency"], mats["energy"],
+                          images_dir(path))
 
 
 def _read_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:

@@ -22,10 +22,10 @@ def _cache_key(ds: RoutingDataset, pipeline: FeaturePipeline) -> str:
     h = hashlib.sha256(json.dumps(pipeline.spec.to_dict(), sort_keys=True).encode())
     for q in ds.queries:
         h.update(f"{q.id}\0{q.text}\0{q.image}\n".encode())
-        path = ds.image_path(q)
-        if path is not None and path.exists():
-            st = path.stat()
-            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        for path in ds.image_paths(q):
+            if path.exists():
+                st = path.stat()
+                h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
 
 
@@ -37,10 +37,8 @@ def featurize(ds: RoutingDataset, pipeline: FeaturePipeline, *, cache_dir: Path 
         if path.is_file():
             return np.load(path)
     texts = [q.text for q in ds.queries]
-    images = []
-    for q in ds.queries:
-        p = ds.image_path(q)
-        images.append([decode_image_bytes(p.read_bytes(), _LIMITS, str(p))] if p is not None else [])
+    images = [[decode_image_bytes(p.read_bytes(), _LIMITS, str(p)) for p in ds.image_paths(q)]
+              for q in ds.queries]
     X = pipeline.encode_many(texts, images, batch_size=batch_size, progress=progress, desc="featurise")
     if cache_dir is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

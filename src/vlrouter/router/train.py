@@ -7,6 +7,12 @@ faster, lower-energy model; when no model is correct the cheapest wins. Each bat
 a Dirichlet(1, 1, 1) draw over the simplex, or (``preset_fraction`` of rows) one of the three presets.
 Loss = soft-label cross-entropy + ``quality_weight`` * BCE of the quality head. Adam, seeded,
 early stopping on the dev loss over fixed scenario draws; the best epoch's weights are kept.
+
+Partial labels (``Outcomes.partial``: a decision log knows only the served model's outcome): the
+quality head is fitted on the observed entries only, each query weighted by 1 / its serving
+propensity (inverse propensity weighting, clipped at 20); the soft labels use the observed quality
+where known and the quality head's current (detached) prediction elsewhere; tau is calibrated on
+SNIPS estimates of the policy value (see ``utility.py``).
 """
 
 from __future__ import annotations
@@ -49,8 +55,11 @@ def _scenario_batch(n: int, rng: np.random.Generator, preset_fraction: float) ->
     return w.astype(np.float32)
 
 
-def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float):
-    u = outcomes.utility(w, idx)
+def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float, q_pred=None):
+    quality = None
+    if q_pred is not None and outcomes.partial:  # unknown outcomes: the quality head's guess
+        quality = np.where(outcomes.observed[idx], outcomes.quality[idx], torch.sigmoid(q_pred).detach().numpy())
+    u = outcomes.utility(w, idx, quality=quality)
     return torch.softmax(torch.from_numpy(beta * u).float(), dim=-1)
 
 
@@ -64,11 +73,10 @@ def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Ou
     """
     grid = np.linspace(0.0, 1.0, 101) if grid is None else grid
     taus, report = {}, {}
-    rows = np.arange(len(idx))
     for name, w in PRESETS.items():
-        u = outcomes.utility(np.array(w), idx)
         choices = [router.choose(probs[name], tau) for tau in grid]
-        values = np.array([u[rows, c].mean() for c in choices])
+        values = np.array([outcomes.value(c, idx, np.array(w)) for c in choices])
+        values = np.nan_to_num(values, nan=float(np.nanmin(values)) if np.isfinite(values).any() else 0.0)
         smooth = np.array([values[np.abs(grid - t) <= window + 1e-9].mean() for t in grid])
         best = int(np.argmax(smooth))
         taus[name] = float(grid[best])
@@ -94,16 +102,24 @@ def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.n
     std[std < 1e-6] = 1.0
     Xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
     Y = torch.from_numpy(outcomes.quality.astype(np.float32)).clamp(0, 1)
+    observed = outcomes.observed if outcomes.observed is not None else np.ones(outcomes.quality.shape, bool)
+    mask = torch.from_numpy(observed.astype(np.float32))
+    row_w = torch.from_numpy(outcomes.row_weights().astype(np.float32))
     net = RouterNet(X.shape[1], outcomes.quality.shape[1], cfg.hidden, cfg.dropout)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    bce = torch.nn.BCEWithLogitsLoss()
+    bce = torch.nn.BCEWithLogitsLoss(reduction="none")
     dev_w = _scenario_batch(len(dev_idx), np.random.default_rng(cfg.seed + 1), 0.5)
-    dev_t = _targets(outcomes, dev_idx, dev_w, cfg.beta)
+    dev_t = None if outcomes.partial else _targets(outcomes, dev_idx, dev_w, cfg.beta)
 
-    def loss_on(idx, w, t):
+    def loss_on(idx, w, t=None):
         z, q = net(Xs[idx], torch.from_numpy(w))
-        policy = -(t * torch.log_softmax(z, -1)).sum(-1).mean()
-        return policy + cfg.quality_weight * bce(q, Y[idx]), policy
+        if t is None:
+            t = _targets(outcomes, idx, w, cfg.beta, q)
+        rw = row_w[idx]
+        policy = (-(t * torch.log_softmax(z, -1)).sum(-1) * rw).sum() / rw.sum()
+        m = mask[idx] * rw[:, None]
+        quality = (bce(q, Y[idx]) * m).sum() / m.sum().clamp_min(1e-6)
+        return policy + cfg.quality_weight * quality, policy
 
     best = (float("inf"), None, -1)
     history = []
@@ -114,7 +130,7 @@ def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.n
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             w = _scenario_batch(len(idx), rng, cfg.preset_fraction)
-            loss, _ = loss_on(idx, w, _targets(outcomes, idx, w, cfg.beta))
+            loss, _ = loss_on(idx, w, None if outcomes.partial else _targets(outcomes, idx, w, cfg.beta))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -2,17 +2,22 @@
 
 Rows are queued from the event loop without blocking and written by one thread; ``close`` drains the
 queue (the gateway calls it at shutdown, after in-flight requests have finished). Prompt text and
-image hashes are stored only with ``log_content: true``, so that a row can become training data.
+images are stored only with ``log_content: true``, so that a row can become training data: the text
+in the row's ``content`` JSON, each image once under ``<log>-images/<sha256>.<ext>`` beside the
+database. Feedback (``POST /v1/feedback``) goes to a ``feedback`` table; the latest score per request
+wins when rows are read back (``read_rows``), exported or turned into a routing dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,24 @@ COLUMNS = {
     "scenario_name": "TEXT", "w_speed": "REAL", "w_quality": "REAL", "w_energy": "REAL",
     "feature_spec_version": "INTEGER", "policy": "TEXT", "decided_tier": "TEXT", "decided_model": "TEXT",
     "tier": "TEXT", "backend": "TEXT", "scores": "TEXT", "threshold": "REAL", "fallback_from": "TEXT",
-    "route_ms": "REAL", "ttft_ms": "REAL", "e2e_ms": "REAL", "prompt_tokens": "INTEGER",
-    "completion_tokens": "INTEGER", "stream": "INTEGER", "status": "INTEGER", "error_code": "TEXT",
-    "content": "TEXT",
+    "explore": "INTEGER", "propensity": "REAL",
+    "queue_ms": "REAL", "route_ms": "REAL", "ttft_ms": "REAL", "tpot_ms": "REAL", "e2e_ms": "REAL",
+    "tokens_per_s": "REAL", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
+    "energy_j": "REAL", "energy_source": "TEXT", "energy_attribution": "TEXT",
+    "stream": "INTEGER", "status": "INTEGER", "error_code": "TEXT", "content": "TEXT",
 }
+FEEDBACK_COLUMNS = {"request_id": "TEXT", "ts": "REAL", "score": "REAL", "comment": "TEXT"}
 _STOP = object()
+_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif", "image/bmp": ".bmp"}
+
+
+def images_dir(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.stem + "-images")
+
+
+def image_name(sha256: str, mime: str) -> str:
+    return sha256 + _EXT.get(mime, ".img")
 
 
 class DecisionLog:
@@ -35,7 +53,9 @@ class DecisionLog:
         self.path = Path(path)
         self.log_content = log_content
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.images = images_dir(self.path)
         self._queue: queue.Queue = queue.Queue()
+        self._recent: OrderedDict[str, None] = OrderedDict()  # ids queued lately (may not be on disk yet)
         self.written = 0
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -53,6 +73,13 @@ class DecisionLog:
         db.execute(f"CREATE TABLE IF NOT EXISTS decisions ({cols})")
         db.execute("CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts)")
         db.execute("CREATE INDEX IF NOT EXISTS decisions_request ON decisions (request_id)")
+        have = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
+        for name, kind in COLUMNS.items():  # a log written by an older version gains the new columns
+            if name not in have:
+                db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+        cols = ", ".join(f"{name} {kind}" for name, kind in FEEDBACK_COLUMNS.items())
+        db.execute(f"CREATE TABLE IF NOT EXISTS feedback ({cols})")
+        db.execute("CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)")
         return db
 
     def _run(self) -> None:
@@ -64,6 +91,7 @@ class DecisionLog:
             return
         self._ready.set()
         sql = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        fb_sql = f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) VALUES (?, ?, ?, ?)"
         stop = False
         while not stop:
             batch = [self._queue.get()]
@@ -75,23 +103,61 @@ class DecisionLog:
             if _STOP in batch:
                 stop = True
                 batch = [row for row in batch if row is not _STOP]
+            feedback = [tuple(row["_feedback"]) for row in batch if "_feedback" in row]
+            batch = [row for row in batch if "_feedback" not in row]
+            for row in batch:
+                self._save_images(row.pop("_images", None) or {})
             rows = [tuple(row.get(c) for c in COLUMNS) for row in batch]
-            if rows:
+            if rows or feedback:
                 try:
                     with db:
                         db.executemany(sql, rows)
+                        db.executemany(fb_sql, feedback)
                     self.written += len(rows)
                 except sqlite3.Error:
                     log.exception("decision log: could not write %d rows", len(rows))
         db.close()
 
+    def _save_images(self, images: dict[str, bytes]) -> None:
+        for name, data in images.items():
+            target = self.images / name
+            if target.exists():
+                continue
+            try:
+                self.images.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".part")
+                tmp.write_bytes(data)
+                tmp.replace(target)
+            except OSError:
+                log.exception("decision log: could not store image %s", name)
+
     def record(self, row: dict[str, Any]) -> None:
-        """Queue one row (never blocks). Unknown keys are ignored; dicts become JSON."""
+        """Queue one row (never blocks). Unknown keys are ignored; dicts become JSON.
+
+        With ``log_content``, ``row["_images"]`` ({file name: bytes}) is stored beside the database.
+        """
         clean = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items() if k in COLUMNS}
-        if not self.log_content:
+        if self.log_content:
+            clean["_images"] = row.get("_images")
+        else:
             clean.pop("content", None)
         clean.setdefault("ts", time.time())
+        if clean.get("request_id"):
+            self._recent[clean["request_id"]] = None
+            while len(self._recent) > 100_000:
+                self._recent.popitem(last=False)
         self._queue.put(clean)
+
+    def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
+        self._queue.put({"_feedback": (request_id, time.time(), float(score), comment)})
+
+    def knows(self, request_id: str) -> bool:
+        """Whether a row with this request id was logged (queued lately, or on disk). Blocking: run in a thread."""
+        if request_id in self._recent:
+            return True
+        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT 1 FROM decisions WHERE request_id = ? LIMIT 1", (request_id,)).fetchone() \
+                is not None
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush every queued row and stop the writer."""
@@ -99,3 +165,32 @@ class DecisionLog:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("decision log: writer did not finish within %.0fs", timeout)
+
+
+# ---------------------------------------------------------------------- reading back
+def read_rows(path: str | Path, *, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+    """Every decision row in [since, until) by time, with ``feedback_score`` (latest) joined in."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no decision log at {path}")
+    where, args = [], []
+    if since is not None:
+        where.append("d.ts >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("d.ts < ?")
+        args.append(until)
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        db.row_factory = sqlite3.Row
+        has_feedback = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'feedback'").fetchone() is not None
+        score = ("(SELECT f.score FROM feedback f WHERE f.request_id = d.request_id ORDER BY f.ts DESC LIMIT 1)"
+                 if has_feedback else "NULL")
+        sql = f"SELECT d.*, {score} AS feedback_score FROM decisions d"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = [dict(r) for r in db.execute(sql + " ORDER BY d.ts", args)]
+    for row in rows:
+        for key in ("scores", "content"):
+            if isinstance(row.get(key), str):
+                row[key] = json.loads(row[key])
+    return rows

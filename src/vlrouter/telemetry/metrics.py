@@ -26,6 +26,12 @@ class Metrics:
                                       ["tier"], buckets=_LATENCY, registry=r)
         self.e2e_seconds = Histogram("vlrouter_e2e_seconds", "End-to-end request latency at the gateway",
                                      ["tier"], buckets=_LATENCY, registry=r)
+        self.tpot_seconds = Histogram("vlrouter_tpot_seconds", "Time per output token after the first (vLLM TPOT)",
+                                      ["tier"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+                                      registry=r)
+        self.energy_joules = Counter("vlrouter_energy_joules", "Energy attributed to answered requests; "
+                                     "source=estimate marks figures that are not measurements",
+                                     ["tier", "source"], registry=r)
         self.tokens = Counter("vlrouter_tokens", "Tokens processed", ["tier", "direction"], registry=r)
         self.fallbacks = Counter("vlrouter_fallbacks", "Requests answered by a fallback backend",
                                  ["from_backend", "to_backend"], registry=r)
