@@ -90,6 +90,15 @@ class RoutingDataset:
             return None
         return np.array([1.0 if v is None else float(v) for v in values])
 
+    def select_models(self, names: list[str]) -> RoutingDataset:
+        """The same queries with only the named models (in that order), e.g. a two-tier pair out of N."""
+        unknown = [n for n in names if n not in self.model_names]
+        if unknown:
+            raise DatasetError(f"unknown models {unknown}; the dataset has {self.model_names}")
+        cols = [self.model_names.index(n) for n in names]
+        return RoutingDataset([self.models[j] for j in cols], self.queries, self.quality[:, cols], self.cost[:, cols],
+                              self.latency[:, cols], self.energy[:, cols], self.root)
+
     def subset(self, idx: np.ndarray) -> RoutingDataset:
         return RoutingDataset(self.models, [self.queries[i] for i in idx], self.quality[idx], self.cost[idx],
                               self.latency[idx], self.energy[idx], self.root)

@@ -9,10 +9,15 @@ Baselines (all choose among the dataset's N models, under the same scenario util
                 with train-mean latency/energy, then the highest expected utility
   linear        ridge regression of quality per model on all features, then the same argmax
   signals       INAR-VL-style: the same ridge on the complexity signals only
+  lookup        (optional) a per-group rule: for each value of a query field (e.g. MathVista's task),
+                the model with the best mean train utility; groups with < 5 train queries use the
+                overall best
+  model:<name>  (optional) every single model on its own
 
 Metrics per scenario and policy: edge share, quality (APSP for 0/1 quality), quality retention vs
 all-cloud, latency and energy reduction vs all-cloud (where the dataset has them), mean cost, Rank
-Score (VL-RouterBench, beta 0.1, cost bounds = cheapest and dearest single model on the split), RCS,
+Score (VL-RouterBench, beta 0.1, cost bounds = cheapest paid and dearest single model on the split, so
+free edge models score as the cheapest paid one), RCS,
 and mean realised utility. RCS is our own scenario-weighted score, w_q * retention + w_s * latency
 reduction + w_e * energy reduction, since ECVL-Router's exact formula was not at hand.
 """
@@ -113,8 +118,28 @@ def _metrics(ds: RoutingDataset, out: Outcomes, idx: np.ndarray, chosen: np.ndar
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}
 
 
+def _group_key(extra: dict, path: str) -> str:
+    value = extra
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return str(value)
+
+
+def lookup_rule(ds: RoutingDataset, out: Outcomes, train_idx: np.ndarray, idx: np.ndarray, w: np.ndarray,
+                path: str, min_group: int = 5) -> np.ndarray:
+    """Per value of ``path`` in the query fields, the model with the best mean train utility."""
+    u = out.utility(w, train_idx)
+    overall = int(np.argmax(u.mean(0)))
+    groups: dict[str, list[int]] = {}
+    for row, i in enumerate(train_idx):
+        groups.setdefault(_group_key(ds.queries[i].extra, path), []).append(row)
+    best = {g: int(np.argmax(u[rows].mean(0))) for g, rows in groups.items() if len(rows) >= min_group}
+    return np.array([best.get(_group_key(ds.queries[i].extra, path), overall) for i in idx])
+
+
 def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str = "test", seed: int = 0,
-             random_draws: int = 20) -> dict:
+             random_draws: int = 20, scenarios: dict[str, tuple] | None = None, lookup: str | None = None,
+             single_models: bool = False) -> dict:
     train_idx, idx = ds.split("train"), ds.split(split)
     if len(idx) == 0:
         raise ValueError(f"dataset has no {split!r} queries")
@@ -126,16 +151,18 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
     all_cloud = int(cloud_models[np.argmax(train_q[cloud_models])]) if len(cloud_models) else int(np.argmax(train_q))
     best_edge = int(edge_models[np.argmax(train_q[edge_models])]) if len(edge_models) else all_cloud
     mean_costs = out.cost[idx].mean(0) if ds.has("cost") else np.array([np.nan])
-    cmin, cmax = float(np.nanmin(mean_costs)), float(np.nanmax(mean_costs))
+    positive = mean_costs[mean_costs > 0]  # free (local) models: the bound is the cheapest paid model
+    cmin = float(np.nanmin(positive)) if len(positive) else float("nan")
+    cmax = float(np.nanmax(mean_costs))
     base = Baselines(X[train_idx], out.quality[train_idx], router.mean, router.std, router.spec.slices()["signals"])
     q_knn, q_lin, q_sig = base.knn_quality(X[idx]), base.linear_quality(X[idx]), base.linear_quality(X[idx], True)
     rng = np.random.default_rng(seed)
     report = {"split": split, "n": len(idx), "all_cloud_model": ds.model_names[all_cloud],
               "rank_score_cost_bounds": [cmin, cmax], "scenarios": {}}
-    for name, w_tuple in PRESETS.items():
-        w = np.array(w_tuple)
+    for name, w_tuple in (scenarios or PRESETS).items():
+        w = np.array(w_tuple, dtype=float)
         probs, _ = router.predict(X[idx], w)
-        mlp = router.choose(probs, router.threshold_for(name))
+        mlp = router.choose(probs, router.threshold_for(name, w))
         u = out.utility(w, idx)
         shares = np.bincount(mlp, minlength=len(ds.models)) / len(idx)
         choices = {
@@ -147,6 +174,10 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
             "linear": _argmax_expected(q_lin, out, train_idx, w),
             "signals": _argmax_expected(q_sig, out, train_idx, w),
         }
+        if lookup:
+            choices["lookup"] = lookup_rule(ds, out, train_idx, idx, w, lookup)
+        if single_models:
+            choices.update({f"model:{m}": np.full(len(idx), j) for j, m in enumerate(ds.model_names)})
         scenario = {k: _metrics(ds, out, idx, v, w, all_cloud, cmin, cmax) for k, v in choices.items()}
         draws = [_metrics(ds, out, idx, rng.choice(len(ds.models), size=len(idx), p=shares), w, all_cloud, cmin, cmax)
                  for _ in range(random_draws)]

@@ -92,8 +92,11 @@ class MLPRouter(Router):
     def threshold(self, scenario: Scenario) -> float:
         return float(np.clip(np.dot(scenario.as_tuple(), self._corner), 0.0, 1.0))
 
-    def threshold_for(self, preset: str) -> float:
-        return self.thresholds[preset]
+    def threshold_for(self, preset: str, w: np.ndarray | None = None) -> float:
+        """The calibrated tau of a named scenario; unnamed weights ``w`` get the interpolated one."""
+        if preset in self.thresholds or w is None:
+            return self.thresholds[preset]
+        return float(np.clip(np.dot(np.asarray(w, float), self._corner), 0.0, 1.0))
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         self.thresholds = dict(thresholds)

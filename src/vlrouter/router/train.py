@@ -18,7 +18,7 @@ SNIPS estimates of the policy value (see ``utility.py``).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -44,6 +44,9 @@ class TrainConfig:
     quality_weight: float = 0.5
     preset_fraction: float = 0.25
     calibration_folds: int = 5  # tau from out-of-fold train predictions + dev; 0 or 1: dev only
+    group_dropout: float = 0.5  # per row, blank the whole image / text / extras block with this probability
+    # scenarios beyond the three presets that get their own calibrated tau, e.g. {"quality-only": (0, 1, 0)}
+    extra_scenarios: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -64,7 +67,8 @@ def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float, q_
 
 
 def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Outcomes, idx: np.ndarray,
-                   grid: np.ndarray | None = None, window: float = 0.05) -> tuple[dict[str, float], dict[str, dict]]:
+                   grid: np.ndarray | None = None, window: float = 0.05,
+                   scenarios: dict[str, tuple] | None = None) -> tuple[dict[str, float], dict[str, dict]]:
     """Per preset, the tau that maximises the mean realised utility on ``idx`` (ECVL-Router's grid search).
 
     ``probs[preset]`` holds the policy probabilities of the queries ``idx`` (out-of-fold where they
@@ -73,7 +77,7 @@ def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Ou
     """
     grid = np.linspace(0.0, 1.0, 101) if grid is None else grid
     taus, report = {}, {}
-    for name, w in PRESETS.items():
+    for name, w in (scenarios or PRESETS).items():
         choices = [router.choose(probs[name], tau) for tau in grid]
         values = np.array([outcomes.value(c, idx, np.array(w)) for c in choices])
         values = np.nan_to_num(values, nan=float(np.nanmin(values)) if np.isfinite(values).any() else 0.0)
@@ -86,12 +90,13 @@ def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Ou
     return taus, report
 
 
-def _preset_probs(router: MLPRouter, X: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: router.predict(X, np.array(w))[0] for name, w in PRESETS.items()}
+def _preset_probs(router: MLPRouter, X: np.ndarray, scenarios: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
+    return {name: router.predict(X, np.array(w))[0] for name, w in (scenarios or PRESETS).items()}
 
 
 def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, cfg: TrainConfig,
-         seed: int, progress: bool, desc: str) -> tuple[RouterNet, np.ndarray, np.ndarray, int, list]:
+         seed: int, progress: bool, desc: str, groups: list[slice] = ()) -> tuple[RouterNet, np.ndarray, np.ndarray,
+                                                                                 int, list]:
     """One seeded training run with early stopping on dev; returns the best epoch's net and scaler."""
     from tqdm.auto import tqdm
 
@@ -111,8 +116,14 @@ def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.n
     dev_w = _scenario_batch(len(dev_idx), np.random.default_rng(cfg.seed + 1), 0.5)
     dev_t = None if outcomes.partial else _targets(outcomes, dev_idx, dev_w, cfg.beta)
 
-    def loss_on(idx, w, t=None):
-        z, q = net(Xs[idx], torch.from_numpy(w))
+    def loss_on(idx, w, t=None, blank=False):
+        x = Xs[idx]
+        if blank and cfg.group_dropout > 0 and groups:
+            x = x.clone()
+            for g in groups:  # standardised features: zero is the training mean ("no information")
+                drop = torch.from_numpy(rng.random(len(idx)) < cfg.group_dropout)
+                x[drop, g] = 0.0
+        z, q = net(x, torch.from_numpy(w))
         if t is None:
             t = _targets(outcomes, idx, w, cfg.beta, q)
         rw = row_w[idx]
@@ -130,7 +141,7 @@ def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.n
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
             w = _scenario_batch(len(idx), rng, cfg.preset_fraction)
-            loss, _ = loss_on(idx, w, None if outcomes.partial else _targets(outcomes, idx, w, cfg.beta))
+            loss, _ = loss_on(idx, w, None if outcomes.partial else _targets(outcomes, idx, w, cfg.beta), blank=True)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -159,26 +170,30 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
     """
     cfg = config or TrainConfig()
     started = time.perf_counter()
+    groups = [s for name, s in spec.slices().items() if name != "signals" and s.stop > s.start]
     net, mean, std, best_epoch, history = _fit(X, outcomes, train_idx, dev_idx, cfg, cfg.seed, progress,
-                                               "train router")
-    hp = {**asdict(cfg), "hidden": list(cfg.hidden)}
+                                               "train router", groups)
+    hp = {**asdict(cfg), "hidden": list(cfg.hidden), "extra_scenarios": {k: list(v) for k, v in
+                                                                           cfg.extra_scenarios.items()}}
     router = MLPRouter(net, spec=spec, models=models, mean=mean, std=std, refs=outcomes.refs,
                        meta={"hyperparameters": hp})
-    cal_idx, cal_probs = dev_idx, _preset_probs(router, X[dev_idx])
+    scenarios = {**PRESETS, **cfg.extra_scenarios}
+    cal_idx, cal_probs = dev_idx, _preset_probs(router, X[dev_idx], scenarios)
     if cfg.calibration_folds > 1:
         folds = np.array_split(np.random.default_rng(cfg.seed + 7).permutation(train_idx), cfg.calibration_folds)
         for k, fold in enumerate(folds):
             rest = np.setdiff1d(train_idx, fold)
-            fold_net, f_mean, f_std, _, _ = _fit(X, outcomes, rest, dev_idx, cfg, cfg.seed + 100 + k, False, "")
+            fold_net, f_mean, f_std, _, _ = _fit(X, outcomes, rest, dev_idx, cfg, cfg.seed + 100 + k, False, "",
+                                                 groups)
             fold_router = MLPRouter(fold_net, spec=spec, models=models, mean=f_mean, std=f_std, refs=outcomes.refs)
-            fold_probs = _preset_probs(fold_router, X[fold])
+            fold_probs = _preset_probs(fold_router, X[fold], scenarios)
             cal_idx = np.concatenate([cal_idx, fold])
             cal_probs = {n: np.concatenate([cal_probs[n], fold_probs[n]]) for n in cal_probs}
-    taus, cal_report = calibrate_taus(router, cal_probs, outcomes, cal_idx)
+    taus, cal_report = calibrate_taus(router, cal_probs, outcomes, cal_idx, scenarios=scenarios)
     router.set_thresholds(taus)
     dev_metrics = {}
-    for name, probs in _preset_probs(router, X[dev_idx]).items():  # dev figures at the chosen tau
-        got = outcomes.summary(router.choose(probs, taus[name]), dev_idx, np.array(PRESETS[name]), router.tiers)
+    for name, probs in _preset_probs(router, X[dev_idx], scenarios).items():  # dev figures at the chosen tau
+        got = outcomes.summary(router.choose(probs, taus[name]), dev_idx, np.array(scenarios[name]), router.tiers)
         dev_metrics[name] = {"tau": taus[name], "utility": round(got["utility"], 5),
                              "quality": round(got["quality"], 5), "edge_share": round(got["edge_share"], 5)}
     info = {"epochs": len(history), "best_epoch": best_epoch,
