@@ -67,12 +67,12 @@ def format_setup(name: str, agg: dict, n_seeds: int, models: list[str]) -> str:
     lines = [f"=== {name}: {len(models)} models; test split; mean ± std over {n_seeds} seed(s) ==="]
     for scenario, rows in agg.items():
         lines.append(f"\n[{scenario}]")
-        lines.append(f"{'policy':<30}{'quality':>16}{'edge%':>14}{'cost $/q':>12}{'rank':>9}{'U':>9}")
+        lines.append(f"{'policy':<30}{'quality':>16}{'edge%':>14}{'cost $/q':>12}{'rank':>15}{'U':>15}")
         order = [p for p in POLICIES if p in rows] + sorted(p for p in rows if p.startswith("model:"))
         for p in order:
             r = rows[p]
             lines.append(f"{p:<30}{_pm(r, 'quality'):>16}{_pm(r, 'edge_share', 100, '.1f'):>14}"
-                         f"{r.get('cost', float('nan')):>12.2e}{_pm(r, 'rank_score'):>9}{_pm(r, 'utility'):>9}")
+                         f"{r.get('cost', float('nan')):>12.2e}{_pm(r, 'rank_score'):>15}{_pm(r, 'utility'):>15}")
         top = sorted(rows["mlp"].get("model_shares", {}).items(), key=lambda kv: -kv[1])
         lines.append("mlp model shares: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
     return "\n".join(lines)
