@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vlrouter.config import load_settings
     from vlrouter.eval.dataset import load_dataset
-    from vlrouter.eval.evaluate import _metrics, evaluate
+    from vlrouter.eval.evaluate import _metrics, evaluate, sweep
     from vlrouter.eval.extras import ExtraFeatures
     from vlrouter.eval.featurize import featurize
     from vlrouter.features import FeaturePipeline
@@ -197,11 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(report)
             histories.append([round(h["dev_loss"], 5) for h in info["history"]])
             if seed == 0:
-                test = ds.split("test")
-                probs, _ = router.predict(X[test], np.array(scenarios["quality-only"]))
-                curves = [{"tau": float(t), **{k: float(v) for k, v in zip(
-                    ("quality", "cost"), (outcomes.quality[test, c].mean(), outcomes.cost[test, c].mean()),
-                    strict=True)}} for t in np.linspace(0, 1, 41) for c in [router.choose(probs, t)]]
+                curves = [{k: p[k] for k in ("tau", "quality", "cost", "edge_share")} for p in
+                          sweep(ds, X, router, "quality-only", "test", weights=scenarios["quality-only"])]
         agg = aggregate(reports)
         print("\n" + format_setup(setup, agg, args.seeds, names))
         lines = targets(setup, agg)

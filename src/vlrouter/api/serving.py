@@ -370,7 +370,7 @@ class ChatServing:
                                               choices=[ChunkChoice(delta=Delta(), finish_reason=reason)]))
                 if include_usage:
                     p, c = final.prompt_tokens or 0, final.completion_tokens or 0
-                    energy = self.gw.energy_of(backend, _as_generation(final, first))
+                    energy = self.gw.energy_of(backend, Generation.from_final(final, first_token_at=first))
                     yield sse(ChatCompletionChunk(id=chunk_id, model=backend.model, choices=[],
                                                   usage=_usage(p, c, energy)))
                 yield "data: [DONE]\n\n"
@@ -382,7 +382,8 @@ class ChatServing:
                 yield "data: [DONE]\n\n"
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
-                self._record(request, backend, status, query, plan, attempts, _as_generation(final, first))
+                self._record(request, backend, status, query, plan, attempts,
+                             Generation.from_final(final, first_token_at=first))
                 row = getattr(request.state, "log_row", None)
                 if row is not None and status != 200:
                     row["error_code"] = "stream_error"
@@ -477,12 +478,6 @@ def _usage(prompt: int, completion: int, energy: EnergyReading | None) -> Usage:
     extra = {} if energy is None else {"energy_j": round(energy.joules, 6), "energy_source": energy.source,
                                        "energy_attribution": energy.attribution}
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, **extra)
-
-
-def _as_generation(final: StreamDelta, first_token_at: float | None) -> Generation:
-    return Generation(text="", finish_reason=final.finish_reason, prompt_tokens=final.prompt_tokens or 0,
-                      completion_tokens=final.completion_tokens or 0, first_token_at=first_token_at,
-                      queue_s=final.queue_s, energy=final.energy)
 
 
 def _finish(reason: str | None) -> str:

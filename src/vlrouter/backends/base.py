@@ -91,6 +91,13 @@ class Generation:
     queue_s: float | None = None  # waiting for a local worker
     energy: EnergyReading | None = None  # measured by the backend (or reported by a remote vlrouter)
 
+    @classmethod
+    def from_final(cls, final: StreamDelta, text: str = "", first_token_at: float | None = None) -> Generation:
+        """A stream's outcome from its last delta (token counts, queue time, energy)."""
+        return cls(text=text, finish_reason=final.finish_reason, prompt_tokens=final.prompt_tokens or 0,
+                   completion_tokens=final.completion_tokens or 0, first_token_at=first_token_at,
+                   queue_s=final.queue_s, energy=final.energy)
+
 
 @dataclass
 class StreamDelta:
@@ -116,9 +123,7 @@ async def collect(stream: AsyncIterator[StreamDelta]) -> Generation:
             pieces.append(delta.text)
         if delta.finish_reason:
             final = delta
-    return Generation(text="".join(pieces), finish_reason=final.finish_reason,
-                      prompt_tokens=final.prompt_tokens or 0, completion_tokens=final.completion_tokens or 0,
-                      first_token_at=first, queue_s=final.queue_s, energy=final.energy)
+    return Generation.from_final(final, "".join(pieces), first)
 
 
 def usage_energy(usage: dict) -> EnergyReading | None:

@@ -68,13 +68,6 @@ class RoutingDataset:
     def has(self, column: str) -> bool:
         return bool(np.isfinite(getattr(self, column)).any())
 
-    def image_path(self, query: Query) -> Path | None:
-        if query.image is None:
-            return None
-        if self.root is None:
-            raise DatasetError("dataset has no root directory to resolve image paths against")
-        return self.root / query.image
-
     def image_paths(self, query: Query) -> list[Path]:
         """All images of a query: ``extra["images"]`` (several, e.g. from the decision log) or ``image``."""
         names = query.extra.get("images") or ([query.image] if query.image else [])

@@ -190,11 +190,11 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
 
 
 def sweep(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, scenario: str = "quality",
-          split: str = "test", points: int = 41) -> list[dict]:
-    """The router's curve over thresholds: one point per tau."""
+          split: str = "test", points: int = 41, weights: tuple | None = None) -> list[dict]:
+    """The router's curve over thresholds: one point per tau (``weights`` for an unnamed scenario)."""
     train_idx, idx = ds.split("train"), ds.split(split)
     out = Outcomes.from_dataset(ds, train_idx, refs=router.refs)
-    w = np.array(PRESETS[scenario])
+    w = np.array(weights if weights is not None else PRESETS[scenario], dtype=float)
     probs, _ = router.predict(X[idx], w)
     return [{"tau": float(tau), **out.summary(router.choose(probs, tau), idx, w, ds.tiers)}
             for tau in np.linspace(0, 1, points)]

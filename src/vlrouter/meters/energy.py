@@ -50,6 +50,15 @@ class EnergyReading:
         return self.source != "estimate"
 
 
+def _readable(read: Callable[[], float]) -> bool:
+    """Whether a sysfs sensor can be read (root-only files and vanished devices cannot)."""
+    try:
+        read()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 # ------------------------------------------------------------------ counters (cumulative joules)
 class RaplReader:
     """Cumulative package energy (J) from powercap, with wraparound tracking per domain."""
@@ -67,13 +76,7 @@ class RaplReader:
                 self._max[d] = 0
 
     def available(self) -> bool:
-        if not self.domains:
-            return False
-        try:
-            self.read_joules()
-            return True
-        except (OSError, ValueError):
-            return False
+        return bool(self.domains) and _readable(self.read_joules)
 
     def read_joules(self) -> float:
         total = 0.0
@@ -133,13 +136,7 @@ class JetsonPowerReader:
                         len(self.channels))
 
     def available(self) -> bool:
-        if not self.channels:
-            return False
-        try:
-            self.read_watts()
-            return True
-        except (OSError, ValueError):
-            return False
+        return bool(self.channels) and _readable(self.read_watts)
 
     def read_watts(self) -> float:
         total_mw = 0.0

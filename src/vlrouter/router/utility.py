@@ -114,4 +114,5 @@ class Outcomes:
             "utility": self.value(chosen, idx, w),
             "latency": self._mean(self.latency[idx, chosen], chosen, idx),  # in the units of refs.lat_source
             "energy": self._mean(self.energy[idx, chosen], chosen, idx),
+            "cost": self._mean(self.cost[idx, chosen], chosen, idx),
         }
