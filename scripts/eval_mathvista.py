@@ -4,9 +4,11 @@
 Reads ``../shared/data/mathvista-routing`` (outside the repository; never copied into it) and skips
 with a message when it is absent. Protocol: train on ``train``, early-stop and calibrate tau on
 ``dev``, evaluate once on ``test``; every figure is the mean (and standard deviation) over
-``--seeds`` training seeds. Two setups: ``pair`` (LLaVA-LLaMA2-13B on the edge, Bard in the cloud)
-and ``all`` (the 11 models). Scenarios: quality-only (w = 0, 1, 0) and the three presets; the data has
-no latency or energy, so cost stands in for both ("fast" and "energy" then mean "cheap").
+``--seeds`` training seeds. The one hyperparameter searched, the group dropout, is chosen per run
+by the lowest dev loss (``TrainConfig.group_dropout`` candidates); the test split informs no choice.
+Two setups: ``pair`` (LLaVA-LLaMA2-13B on the edge, Bard in the cloud) and ``all`` (the 11 models).
+Scenarios: quality-only (w = 0, 1, 0) and the three presets; the data has no latency or energy, so
+cost stands in for both ("fast" and "energy" then mean "cheap").
 
 Features: the gateway's text encoder on the prompt plus the 20 signals (there are no images), and,
 unless ``--no-extras``, the dataset's text stand-ins for the image (caption + OCR embedded with the
@@ -128,6 +130,36 @@ def plot(setup: str, agg: dict, curve: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def learning_curve(args, ds, X, spec, models, outcomes, full_runs) -> list[dict]:
+    """Router quality (quality-only, calibrated tau) on dev and test when trained on a fraction of train."""
+    from vlrouter.router.train import TrainConfig, train_router
+
+    train, dev, test = ds.split("train"), ds.split("dev"), ds.split("test")
+    w = np.array([0.0, 1.0, 0.0])
+    fractions = [float(f) for f in args.learning_curve.split(",") if f.strip()]
+    points = []
+    for frac in [*fractions, 1.0]:
+        dev_q, test_q = [], []
+        n_train = len(train) if frac >= 1.0 else max(10, int(frac * len(train)))
+        for seed in range(args.seeds):
+            if frac >= 1.0:
+                router = full_runs[seed][0]
+            else:
+                sub = np.sort(np.random.default_rng(1000 + seed).permutation(train)[:n_train])
+                config = TrainConfig(seed=seed, max_epochs=args.max_epochs, extra_scenarios={"quality-only": (0, 1, 0)},
+                                     group_dropout=tuple(float(v) for v in args.group_dropout.split(",")))
+                router, _ = train_router(X, outcomes, sub, dev, spec=spec, models=models, config=config,
+                                         progress=False)
+            tau = router.threshold_for("quality-only")
+            for idx, acc in ((dev, dev_q), (test, test_q)):
+                acc.append(float(outcomes.quality[idx, router.choose(router.predict(X[idx], w), tau)].mean()))
+        points.append({"train_fraction": frac, "n_train": n_train, "dev_quality": round(float(np.mean(dev_q)), 4),
+                       "test_quality": round(float(np.mean(test_q)), 4),
+                       "test_quality_std": round(float(np.std(test_q)), 4)})
+        print(f"learning curve: {points[-1]}")
+    return points
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MathVista routing data directory")
@@ -135,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default configs/default.yaml)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-epochs", type=int, default=300)
+    ap.add_argument("--group-dropout", default="0.3,0.5,0.8",
+                    help="candidate probabilities of blanking a feature block per training row; each run keeps "
+                         "the one with the lowest dev loss (test is never used to choose)")
     ap.add_argument("--setups", default="pair,all", help="comma-separated: pair, all")
+    ap.add_argument("--learning-curve", default="0.25,0.5,0.75",
+                    help="fractions of the train split for the learning curve of each setup (quality-only, test "
+                         "and dev quality of the router; the full split is the main run); empty to skip")
     ap.add_argument("--no-extras", action="store_true", help="ignore caption / OCR / metadata")
     ap.add_argument("--out", type=Path, default=Path("reports/mathvista"), help="JSON + plots go here")
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/vlrouter/features"))
@@ -149,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from vlrouter.config import load_settings
     from vlrouter.eval.dataset import load_dataset
-    from vlrouter.eval.evaluate import _metrics, evaluate, sweep
+    from vlrouter.eval.evaluate import _metrics, evaluate, lookup_rule, sweep
     from vlrouter.eval.extras import ExtraFeatures
     from vlrouter.eval.featurize import featurize
     from vlrouter.features import FeaturePipeline
@@ -178,19 +216,24 @@ def main(argv: list[str] | None = None) -> int:
         names = PAIR if setup == "pair" else ds_all.model_names
         ds = ds_all.select_models(names)
         outcomes = Outcomes.from_dataset(ds, train)
-        reports, curves, histories = [], [], []
+        models = [{"name": m.name, "tier": m.tier} for m in ds.models]
+        candidates = tuple(float(v) for v in args.group_dropout.split(","))
+        runs = []
         for seed in range(args.seeds):
-            config = TrainConfig(seed=seed, max_epochs=args.max_epochs, extra_scenarios={"quality-only": (0, 1, 0)})
-            router, info = train_router(X, outcomes, train, dev, spec=spec,
-                                        models=[{"name": m.name, "tier": m.tier} for m in ds.models],
-                                        config=config, progress=not args.no_progress)
+            config = TrainConfig(seed=seed, max_epochs=args.max_epochs, group_dropout=candidates,
+                                 extra_scenarios={"quality-only": (0, 1, 0)})
+            runs.append(train_router(X, outcomes, train, dev, spec=spec, models=models, config=config,
+                                     progress=not args.no_progress))
+        chosen_gd = [info["group_dropout"]["chosen"] for _, info in runs]
+        print(f"\n{setup}: group dropout chosen on dev loss per seed: {chosen_gd}")
+        reports, curves, histories = [], [], []
+        for seed, (router, info) in enumerate(runs):
             report = evaluate(ds, X, router, scenarios=scenarios, lookup="meta.task", single_models=True, seed=seed)
             # ECVL-Router / RouteLLM-style operating point: tau set on dev for a 50% edge share, quality-only
             w = np.array(scenarios["quality-only"])
-            cloud = ds.tiers == "cloud"
-            tau = float(np.quantile(router.predict(X[dev], w)[0][:, cloud].sum(1), 0.5))
+            tau = float(np.quantile(router.margins(router.predict(X[dev], w)), 0.5))
             test = ds.split("test")
-            chosen = router.choose(router.predict(X[test], w)[0], tau)
+            chosen = router.choose(router.predict(X[test], w), tau)
             bounds = report["rank_score_cost_bounds"]
             report["scenarios"]["quality-only"]["mlp@edge50"] = _metrics(
                 ds, outcomes, test, chosen, w, ds.model_names.index(report["all_cloud_model"]), *bounds)
@@ -201,10 +244,18 @@ def main(argv: list[str] | None = None) -> int:
                           sweep(ds, X, router, "quality-only", "test", weights=scenarios["quality-only"])]
         agg = aggregate(reports)
         print("\n" + format_setup(setup, agg, args.seeds, names))
+        curve_points = learning_curve(args, ds, X, spec, models, outcomes, runs)
+        test, w = ds.split("test"), np.array(scenarios["quality-only"])
+        ceiling = {path: float(outcomes.quality[test, lookup_rule(ds, outcomes, test, test, w, path, 1)].mean())
+                   for path in ("meta.task", "meta.context", "question_type")}
+        print("in-sample ceilings, quality-only (best model per group FITTED ON TEST; not a router, an upper "
+              "bound on what that grouping can give): " + ", ".join(f"{k} {v:.3f}" for k, v in ceiling.items()))
         lines = targets(setup, agg)
         print("\n".join(lines))
         plot(setup, agg, curves, args.out / f"pareto-{setup}.png")
         summary["setups"][setup] = {"models": names, "scenarios": agg, "targets": lines, "dev_loss_curves": histories,
+                                    "group_dropout": [info["group_dropout"] for _, info in runs],
+                                    "learning_curve": curve_points, "in_sample_group_ceilings": ceiling,
                                     "tau_sweep_quality_only_seed0": curves}
     (args.out / "mathvista.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"\nwrote {args.out / 'mathvista.json'} and pareto plots ({time.perf_counter() - started:.0f}s)")

@@ -330,16 +330,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         explored = sum(bool(q.extra.get("explore")) for q in ds.queries)
         print(f"partial labels: one outcome per query ({counts}); {explored} explored; "
               "importance-weighted by 1/propensity")
-    config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs, beta=args.beta)
+    config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs, beta=args.beta, decision=args.decision,
+                         group_dropout=args.group_dropout, calibration_folds=args.folds)
     router, info = train_router(X, outcomes, train_idx, dev_idx, spec=pipeline.spec,
                                 models=[{"name": m.name, "tier": m.tier} for m in ds.models], config=config,
                                 progress=not args.no_progress)
     router.meta["training"]["data"] = str(source)
     router.save(args.out)
     print(f"trained on {info['n_train']} queries ({info['epochs']} epochs, best {info['best_epoch']}, "
-          f"{info['seconds']}s); checkpoint: {args.out}")
+          f"ensemble of {info['ensemble']}, {info['seconds']}s); checkpoint: {args.out}")
     for name, row in router.meta["dev_metrics"].items():
-        print(f"  dev {name:<8} tau={row['tau']:.2f} edge={row['edge_share']:.1%} quality={row['quality']:.3f} "
+        print(f"  dev {name:<8} tau={row['tau']:+.3f} edge={row['edge_share']:.1%} quality={row['quality']:.3f} "
               f"U={row['utility']:.3f}")
     return 0
 
@@ -488,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     train.add_argument("--max-epochs", type=int, default=300)
     train.add_argument("--beta", type=float, default=10.0, help="soft-label sharpness (default 10)")
+    train.add_argument("--decision", choices=["utility", "policy"], default="utility",
+                       help="utility (default): cloud when the predicted cloud-minus-edge utility margin >= tau; "
+                            "policy: ECVL-Router's p_cloud >= tau on the policy head")
+    train.add_argument("--group-dropout", type=float, default=0.8,
+                       help="per-row probability of blanking a whole feature block in training (default 0.8)")
+    train.add_argument("--folds", type=int, default=5,
+                       help="cross-fitting runs: out-of-fold predictions calibrate tau and the runs join the "
+                            "ensemble (default 5; 0 trains one net and calibrates on dev alone)")
     train.set_defaults(func=cmd_train)
 
     cal = sub.add_parser("calibrate", help="set a scenario's threshold from dev data (edge share or energy budget)",

@@ -20,7 +20,7 @@ def write_small(root, splits=True):
     with open(root / "outcomes.jsonl", "w") as f:
         for i in range(20):
             f.write(json.dumps({"id": f"q{i}", "model": "e", "quality": i % 2, "cost_usd": 0.001}) + "\n")
-            cloud = {"id": f"q{i}", "model": "c", "quality": 1.0, "cost_usd": 0.01, "latency_s": 1.5}
+            cloud = {"id": f"q{i}", "model": "c", "quality": 1.0, "cost_usd": 0.01, "latency_s": 1.5, "p_correct": 0.9}
             f.write(json.dumps(cloud) + "\n")
     return root
 
@@ -30,8 +30,9 @@ def test_round_trip(tmp_path):
     assert ds.model_names == ["e", "c"] and list(ds.tiers) == ["edge", "cloud"]
     assert ds.queries[0].extra == {"caption": "cap 0"}
     assert np.isnan(ds.latency[0, 0]) and ds.latency[0, 1] == 1.5 and not ds.has("energy")
+    assert ds.expected_quality[0, 1] == 0.9 and np.isnan(ds.expected_quality[0, 0])  # a simulator's P(correct)
     again = load_dataset(save_dataset(ds, tmp_path / "b"))
-    for column in ("quality", "cost", "latency", "energy"):
+    for column in ("quality", "cost", "latency", "energy", "expected_quality"):
         np.testing.assert_array_equal(getattr(ds, column), getattr(again, column))
     assert [q.split for q in again.queries] == [q.split for q in ds.queries]
     assert again.queries[3].extra == ds.queries[3].extra

@@ -82,16 +82,37 @@ def test_extras_are_declared_in_the_feature_spec(mini, features_config):
         pipeline.spec.require_same(spec)  # a router trained with extras does not load into the gateway
 
 
-def test_n_model_choice_and_lookup_rule(mini):
+def _router_on(tiers, decision: str):
     from vlrouter.router.mlp import MLPRouter
 
-    ds = load_dataset(mini)
     router = MLPRouter.__new__(MLPRouter)  # only the decision rule is exercised here
-    router.tiers = ds.tiers
+    router.tiers, router.decision = tiers, decision
+    return router
+
+
+def test_n_model_choice_and_lookup_rule(mini):
+    from vlrouter.router.mlp import Prediction
+
+    ds = load_dataset(mini)
     probs = np.array([[0.1, 0.5, 0.2, 0.15, 0.05],    # p_cloud 0.40
                       [0.05, 0.05, 0.1, 0.7, 0.1]])   # p_cloud 0.90
-    assert router.choose(probs, 0.5).tolist() == [1, 3]  # best edge model, then the best cloud model
-    assert router.choose(probs, 0.3).tolist() == [2, 3]  # the most probable cloud model of each row
+    zeros, w = np.zeros((2, 5)), np.tile([0.0, 1.0, 0.0], (2, 1))
+    policy = _router_on(ds.tiers, "policy")
+    pred = Prediction(probs, zeros, zeros, zeros, w)
+    assert policy.choose(pred, 0.5).tolist() == [1, 3]  # best edge model, then the best cloud model
+    assert policy.choose(pred, 0.3).tolist() == [2, 3]  # the most probable cloud model of each row
+    # expected utility: quality-only weights, so U = predicted quality; margin = best cloud - best edge
+    quality = np.array([[0.30, 0.35, 0.20, 0.34, 0.10],   # margin -0.01
+                        [0.20, 0.10, 0.25, 0.40, 0.30]])  # margin +0.20
+    utility = _router_on(ds.tiers, "utility")
+    pred = Prediction(probs, quality, zeros, zeros, w)
+    np.testing.assert_allclose(utility.margins(pred), [-0.01, 0.20])
+    assert utility.choose(pred, 0.0).tolist() == [1, 3]  # tau 0: the model with the highest expected utility
+    assert utility.choose(pred, -0.05).tolist() == [3, 3]  # a negative margin leans to the cloud
+    assert utility.choose(pred, 0.25).tolist() == [1, 0]  # a large one keeps both on the edge
+    cost = np.tile([0.0, 0.0, 0.0, 2.0, 0.3], (2, 1))  # normalised latency: GPT-4 is slow
+    pred = Prediction(probs, quality, cost, zeros, np.tile([0.5, 0.5, 0.0], (2, 1)))
+    assert utility.choose(pred, 0.0).tolist() == [1, 2]  # a "fast" mix: row 2 takes the fast cloud model
     train, test = ds.split("train"), ds.split("test")
     out = Outcomes.from_dataset(ds, train)
     chosen = lookup_rule(ds, out, train, test, np.array([0.0, 1.0, 0.0]), "meta.task", min_group=3)
@@ -104,18 +125,24 @@ def test_eval_script_table_on_the_fixture(mini, features_config, tmp_path):
     cfg.write_text(json.dumps({"features": json.loads(features_config.model_dump_json()),
                                "backends": {"edge": {"kind": "local", "tier": "edge", "model_path": "x"}}}))
     run = subprocess.run([sys.executable, "scripts/eval_mathvista.py", "--data", str(mini), "--config", str(cfg),
-                          "--seeds", "2", "--max-epochs", "3", "--out", str(tmp_path / "out"), "--cache-dir",
-                          str(tmp_path / "cache"), "--no-progress"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=600)
+                          "--seeds", "2", "--max-epochs", "3", "--group-dropout", "0.3,0.8", "--learning-curve", "0.5",
+                          "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "=== pair: 2 models" in run.stdout and "=== all: 5 models" in run.stdout
     for row in ("mlp@edge50", "oracle", "random", "knn", "linear", "lookup", "model:gpt4-2shot-ocr"):
         assert row in run.stdout
-    assert "pair target" in run.stdout and "all-11 target" in run.stdout
+    assert "pair target" in run.stdout and "all-11 target" in run.stdout and "in-sample ceilings" in run.stdout
     summary = json.loads((tmp_path / "out" / "mathvista.json").read_text())
     mlp = summary["setups"]["all"]["scenarios"]["quality-only"]["mlp"]
     assert {"quality", "quality_std", "edge_share", "cost", "model_shares"} <= set(mlp)
     assert len(summary["setups"]["pair"]["dev_loss_curves"]) == 2
+    curve = summary["setups"]["all"]["learning_curve"]
+    assert [p["train_fraction"] for p in curve] == [0.5, 1.0] and curve[0]["n_train"] == 18
+    assert summary["setups"]["all"]["in_sample_group_ceilings"]["meta.task"] == pytest.approx(1.0)  # task decides
+    for run in summary["setups"]["pair"]["group_dropout"]:  # chosen on dev loss, per seed
+        losses = run["dev_loss"]
+        assert set(losses) == {"0.3", "0.8"} and losses[str(run["chosen"])] == min(losses.values())
     assert (tmp_path / "out" / "pareto-all.png").stat().st_size > 10_000
     oracle = summary["setups"]["all"]["scenarios"]["quality-only"]["oracle"]["quality"]
     assert oracle == pytest.approx(1.0)  # every fixture query has a right model

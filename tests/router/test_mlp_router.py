@@ -46,6 +46,8 @@ def test_beats_random_at_matched_share_in_every_scenario(trained):
         assert rows["mlp"]["quality"] > rows["random"]["quality"], (name, rows["mlp"], rows["random"])
         assert rows["mlp"]["edge_share"] == pytest.approx(rows["random"]["edge_share"], abs=0.05)
         assert rows["oracle"]["utility"] >= rows["mlp"]["utility"]
+        # noise-free: with the simulator's P(correct), the router also beats random at its shares
+        assert rows["mlp"]["expected_utility"] > rows["random"]["expected_utility"], name
     s = report["scenarios"]
     assert s["energy"]["mlp"]["edge_share"] > s["quality"]["mlp"]["edge_share"]
     assert set(s["quality"]) >= {"mlp", "random", "oracle", "knn", "linear", "signals", "always_edge", "always_cloud"}
@@ -60,8 +62,8 @@ def test_training_is_reproducible(trained, features_config):
                                 models=[{"name": m.name, "tier": m.tier} for m in ds.models],
                                 config=TrainConfig(seed=0), progress=False)
     assert info2["best_epoch"] == info["best_epoch"]
-    np.testing.assert_allclose(again.predict(X[:16], np.array([0.2, 0.5, 0.3]))[0],
-                               router.predict(X[:16], np.array([0.2, 0.5, 0.3]))[0], atol=1e-6)
+    np.testing.assert_allclose(again.predict(X[:16], np.array([0.2, 0.5, 0.3])).utility,
+                               router.predict(X[:16], np.array([0.2, 0.5, 0.3])).utility, atol=1e-6)
 
 
 def test_checkpoint_round_trip_and_spec_check(trained):
@@ -69,10 +71,15 @@ def test_checkpoint_round_trip_and_spec_check(trained):
     meta = json.loads((path / "router.json").read_text())
     assert {"feature_spec", "models", "thresholds", "dev_metrics", "utility_refs", "scaler"} <= set(meta)
     loaded = MLPRouter.load(path, expected_spec=pipeline.spec)
-    np.testing.assert_allclose(loaded.predict(X[:8], np.array([0.1, 0.8, 0.1]))[0],
-                               router.predict(X[:8], np.array([0.1, 0.8, 0.1]))[0], atol=1e-6)
+    assert len(loaded.nets) == len(router.nets) == 6 and meta["decision"] == "utility"  # main net + 5 cross-fits
+    for field in ("probs", "quality", "latency", "energy"):
+        np.testing.assert_allclose(getattr(loaded.predict(X[:8], np.array([0.1, 0.8, 0.1])), field),
+                                   getattr(router.predict(X[:8], np.array([0.1, 0.8, 0.1])), field), atol=1e-6)
     decision = loaded.route(RoutingInput("q", 1, 1, parse_scenario("quality"), features=X[0]))
-    assert decision.policy == "mlp" and decision.model in ds.model_names and "p_cloud" in decision.scores
+    assert decision.policy == "mlp" and decision.model in ds.model_names and "margin" in decision.scores
+    pred = loaded.predict(X[:1], np.array([0.1, 0.8, 0.1]))
+    assert decision.scores["margin"] == pytest.approx(float(loaded.margins(pred)[0]), abs=1e-4)
+    assert (decision.tier == "cloud") == (decision.scores["margin"] >= decision.threshold)
     assert decision.threshold == pytest.approx(loaded.thresholds["quality"], abs=1e-6)  # presets reproduce tau
     other = type(pipeline.spec)(pipeline.spec.image_encoder, 999, pipeline.spec.text_encoder,
                                 pipeline.spec.text_dim, pipeline.spec.signals)
@@ -116,4 +123,48 @@ def test_cli_train_calibrate_eval_and_gateway(trained, bench, features_config, t
                       routing={"policy": "mlp", "checkpoint": str(out)}) as gw:
         body = httpx.post(gw.url + "/infer", json={"text": "How many red circles are there?", "max_tokens": 1},
                           timeout=60).json()
-        assert body["policy"] == "mlp" and "p_cloud" in body["scores"] and 0 <= body["threshold"] <= 1
+        assert body["policy"] == "mlp" and "margin" in body["scores"] and -5 <= body["threshold"] <= 5
+
+
+def test_cost_heads_and_ensemble_mean(trained):
+    ds, X, _, router, _, _ = trained
+    test = ds.split("test")
+    out = Outcomes.from_dataset(ds, ds.split("train"))
+    pred = router.predict(X[test], np.array([0.6, 0.3, 0.1]))
+    lat = out.latency[test] / out.refs.lat_ref
+    assert list(np.argsort(pred.latency.mean(0))) == list(np.argsort(lat.mean(0)))  # model order by latency
+    # per query, the cloud latency head tracks the realised latency (image upload and answer length vary)
+    assert np.corrcoef(pred.latency[:, 2], lat[:, 2])[0, 1] > 0.3
+    members = [MLPRouter(net, spec=router.spec, models=router.models, mean=router.mean, std=router.std,
+                         refs=router.refs) for net in router.nets]
+    parts = [m.predict(X[test[:20]], np.array([0.6, 0.3, 0.1])) for m in members]
+    whole = router.predict(X[test[:20]], np.array([0.6, 0.3, 0.1]))
+    np.testing.assert_allclose(whole.quality, np.mean([p.quality for p in parts], axis=0), atol=1e-6)
+    np.testing.assert_allclose(whole.probs, np.mean([p.probs for p in parts], axis=0), atol=1e-6)
+
+
+def test_tau_calibration_keeps_the_default_unless_the_data_says_otherwise(trained):
+    from vlrouter.router.mlp import Prediction
+    from vlrouter.router.train import calibrate_taus
+    from vlrouter.router.utility import UtilityRefs
+
+    router = trained[3]
+    router = MLPRouter(router.nets, spec=router.spec, models=router.models, mean=router.mean, std=router.std,
+                       refs=router.refs)
+    rng = np.random.default_rng(0)
+    n = 400
+    refs = UtilityRefs(1.0, 1.0, "latency", "energy")
+    zeros = np.zeros((n, 3))
+    margin = rng.uniform(-0.3, 0.3, n)  # predicted cloud - edge quality
+    quality = np.stack([0.5 + 0 * margin, 0.5 + 0 * margin, 0.5 + margin], 1)
+    pred = Prediction(zeros + 1 / 3, quality, zeros, zeros, np.tile([0.0, 1.0, 0.0], (n, 1)))
+    # realised outcomes: pure noise, no threshold is really better than another -> tau stays at 0
+    noise = Outcomes((rng.random((n, 3)) < 0.5).astype(float), zeros, zeros, zeros, refs)
+    taus, report = calibrate_taus(router, {"quality-only": pred}, noise, np.arange(n),
+                                  scenarios={"quality-only": (0, 1, 0)})
+    assert taus["quality-only"] == 0.0 and "best_tau" in report["quality-only"]
+    # realised outcomes: the cloud model is only right where the predicted margin exceeds 0.15 -> tau moves up
+    truth = np.stack([np.full(n, 0.5), np.full(n, 0.5), (margin > 0.15).astype(float)], 1)
+    clear = Outcomes(truth, zeros, zeros, zeros, refs)
+    taus, _ = calibrate_taus(router, {"quality-only": pred}, clear, np.arange(n), scenarios={"quality-only": (0, 1, 0)})
+    assert 0.1 <= taus["quality-only"] <= 0.2

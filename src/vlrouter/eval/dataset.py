@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 SPLITS = ("train", "dev", "test")
-COLUMNS = {"quality": "quality", "cost": "cost_usd", "latency": "latency_s", "energy": "energy_j"}
+COLUMNS = {"quality": "quality", "cost": "cost_usd", "latency": "latency_s", "energy": "energy_j",
+           "expected_quality": "p_correct"}  # p_correct: a simulator's true probability (synthetic data only)
 
 
 class DatasetError(ValueError):
@@ -53,6 +54,12 @@ class RoutingDataset:
     latency: np.ndarray
     energy: np.ndarray
     root: Path | None = None
+    # the true expected quality behind each 0/1 outcome, where a simulator knows it (synthetic bench)
+    expected_quality: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.expected_quality is None:
+            self.expected_quality = np.full(self.quality.shape, np.nan)
 
     @property
     def model_names(self) -> list[str]:
@@ -90,11 +97,11 @@ class RoutingDataset:
             raise DatasetError(f"unknown models {unknown}; the dataset has {self.model_names}")
         cols = [self.model_names.index(n) for n in names]
         return RoutingDataset([self.models[j] for j in cols], self.queries, self.quality[:, cols], self.cost[:, cols],
-                              self.latency[:, cols], self.energy[:, cols], self.root)
+                              self.latency[:, cols], self.energy[:, cols], self.root, self.expected_quality[:, cols])
 
     def subset(self, idx: np.ndarray) -> RoutingDataset:
         return RoutingDataset(self.models, [self.queries[i] for i in idx], self.quality[idx], self.cost[idx],
-                              self.latency[idx], self.energy[idx], self.root)
+                              self.latency[idx], self.energy[idx], self.root, self.expected_quality[idx])
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -151,7 +158,8 @@ def load_dataset(root: str | Path, *, seed: int = 0) -> RoutingDataset:
                 mats[key][i, j] = float(value)
     if np.isnan(mats["quality"]).all():
         raise DatasetError(f"{root}/outcomes.jsonl: no quality values for the listed queries and models")
-    return RoutingDataset(models, queries, mats["quality"], mats["cost"], mats["latency"], mats["energy"], root)
+    return RoutingDataset(models, queries, mats["quality"], mats["cost"], mats["latency"], mats["energy"], root,
+                          mats["expected_quality"])
 
 
 def save_dataset(ds: RoutingDataset, root: str | Path) -> Path:

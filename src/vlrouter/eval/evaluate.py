@@ -112,6 +112,10 @@ def _metrics(ds: RoutingDataset, out: Outcomes, idx: np.ndarray, chosen: np.ndar
     parts = [res["quality_retention"] or 0.0, res["latency_reduction"] or 0.0, res["energy_reduction"] or 0.0]
     res["rcs"] = float(w[1] * parts[0] + w[0] * parts[1] + w[2] * parts[2])
     res["utility"] = got["utility"]
+    if ds.has("expected_quality"):  # synthetic data: the same utility with the simulator's P(correct), noise-free
+        eq = np.nan_to_num(ds.expected_quality[idx, chosen], nan=0.0)
+        res["expected_utility"] = float(np.mean(w[1] * eq - w[0] * out.latency[idx, chosen] / out.refs.lat_ref
+                                                - w[2] * out.energy[idx, chosen] / out.refs.energy_ref))
     res["model_shares"] = {m: float((chosen == j).mean()) for j, m in enumerate(ds.model_names)}
     res["mean_latency"] = got["latency"]  # in the units of refs.lat_source
     res["mean_energy"] = got["energy"]
@@ -161,8 +165,7 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
               "rank_score_cost_bounds": [cmin, cmax], "scenarios": {}}
     for name, w_tuple in (scenarios or PRESETS).items():
         w = np.array(w_tuple, dtype=float)
-        probs, _ = router.predict(X[idx], w)
-        mlp = router.choose(probs, router.threshold_for(name, w))
+        mlp = router.choose(router.predict(X[idx], w), router.threshold_for(name, w))
         u = out.utility(w, idx)
         shares = np.bincount(mlp, minlength=len(ds.models)) / len(idx)
         choices = {
@@ -195,6 +198,11 @@ def sweep(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, scenario: str = 
     train_idx, idx = ds.split("train"), ds.split(split)
     out = Outcomes.from_dataset(ds, train_idx, refs=router.refs)
     w = np.array(weights if weights is not None else PRESETS[scenario], dtype=float)
-    probs, _ = router.predict(X[idx], w)
-    return [{"tau": float(tau), **out.summary(router.choose(probs, tau), idx, w, ds.tiers)}
-            for tau in np.linspace(0, 1, points)]
+    pred = router.predict(X[idx], w)
+    margins = router.margins(pred)
+    lo, hi = router.threshold_range
+    finite = margins[np.isfinite(margins)]
+    if router.decision == "utility" and len(finite):  # span every edge share the margins allow
+        lo, hi = float(finite.min()) - 1e-6, float(finite.max()) + 1e-6
+    return [{"tau": float(tau), **out.summary(router.choose(pred, tau), idx, w, ds.tiers)}
+            for tau in np.linspace(lo, hi, points)]

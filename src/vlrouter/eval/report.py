@@ -21,11 +21,15 @@ def _fmt(value, scale) -> str:
 def format_table(report: dict) -> str:
     lines = [f"split={report['split']} n={report['n']} all-cloud={report['all_cloud_model']}"]
     for scenario, rows in report["scenarios"].items():
+        columns = COLUMNS + ((("expected_utility", "E[U]", 1),) if "expected_utility" in rows["mlp"] else ())
         lines.append(f"\n[{scenario}]")
-        lines.append(f"{'policy':<13}" + "".join(f"{label:>10}" for _, label, _ in COLUMNS))
+        lines.append(f"{'policy':<13}" + "".join(f"{label:>10}" for _, label, _ in columns))
         for name in ORDER:
             if name in rows:
-                lines.append(f"{name:<13}" + "".join(f"{_fmt(rows[name].get(k), s):>10}" for k, _, s in COLUMNS))
+                lines.append(f"{name:<13}" + "".join(f"{_fmt(rows[name].get(k), s):>10}" for k, _, s in columns))
+    if any("expected_utility" in rows["mlp"] for rows in report["scenarios"].values()):
+        lines.append("\nE[U]: the same utility with the simulator's P(correct) in place of the 0/1 outcome "
+                     "(synthetic data only; free of outcome noise)")
     return "\n".join(lines)
 
 

@@ -8,13 +8,18 @@ five types. A documented difficulty ``d`` in [0, 1] drives every simulated outco
         + 0.25 * small_text (ocr) + 0.1 * long_text (ocr), clipped to [0, 1]
     base = colour 0.05, yes_no 0.15, counting 0.25, ocr 0.35, reasoning 0.55
 
-    P(correct | model) = sigmoid(slope_m * (skill_m + bonus_m[type] - d))
+    P(correct | model) = sigmoid(slope_m * (skill_m + bonus_m[type] + blind_m[colour] + blind_m[shape] - d))
 
 The edge models are cheap, fast and low-energy but fall off quickly with ``d``. They are also
 weak on OCR and reasoning; edge-small is weak at counting, which edge-base does well. The cloud
 model is robust and slow, and it costs energy and money. So
 easy colour and yes/no questions belong on the edge, while cluttered counting, small text and
 reasoning belong in the cloud: the image and question properties a router can see decide it.
+
+``blind`` models content blind spots, as small VLMs have them: the edge models confuse purple and
+orange and are weak on triangles (the target's colour and shape, named in most questions and
+drawn in every image). Difficulty ``d`` is what cheap complexity signals (clutter, text, question
+type) can see; the blind spots are semantics that only the image and text embeddings carry.
 Latency, energy and cost are simulated too (with noise), from per-model constants below.
 """
 
@@ -43,15 +48,18 @@ class SimModel:
     skill: float
     slope: float
     bonus: dict
+    blind: dict  # target colour / shape -> skill offset
     latency_s: float  # mean seconds for an answer
     energy_j: float   # mean joules per answer
     cost_usd: float   # per query (edge: amortised hardware + power)
 
 
 MODELS = (
-    SimModel("edge-small", "edge", 0.42, 9.0, {"ocr": -0.12, "reasoning": -0.15, "counting": -0.2}, 0.3, 5.0, 2e-5),
-    SimModel("edge-base", "edge", 0.55, 8.0, {"ocr": -0.08, "reasoning": -0.1, "counting": 0.1}, 0.4, 7.0, 5e-5),
-    SimModel("cloud-large", "cloud", 0.85, 6.0, {"ocr": 0.08, "reasoning": 0.2}, 1.4, 35.0, 2e-3),
+    SimModel("edge-small", "edge", 0.42, 9.0, {"ocr": -0.12, "reasoning": -0.15, "counting": -0.2},
+             {"purple": -0.2, "orange": -0.15, "triangle": -0.12}, 0.3, 5.0, 2e-5),
+    SimModel("edge-base", "edge", 0.55, 8.0, {"ocr": -0.08, "reasoning": -0.1, "counting": 0.1},
+             {"purple": -0.12, "triangle": -0.15}, 0.4, 7.0, 5e-5),
+    SimModel("cloud-large", "cloud", 0.85, 6.0, {"ocr": 0.08, "reasoning": 0.2}, {}, 1.4, 35.0, 2e-3),
 )
 
 
@@ -116,14 +124,17 @@ def make_query(i: int, rng: np.random.Generator) -> tuple[Image.Image, dict]:
     if qtype == "ocr":
         d += 0.25 * small_text + 0.1 * (text is not None and len(text) > 12)
     d = float(min(1.0, max(0.0, d)))
-    meta = {"type": qtype, "difficulty": round(d, 4), "n_target": n_target, "n_distractors": n_distract,
+    meta = {"type": qtype, "difficulty": round(d, 4), "colour": colour, "shape": shape, "n_target": n_target,
+            "n_distractors": n_distract,
             "noisy_background": noisy, "text": text, "small_text": small_text, "size": size}
     return img, {"question": question, "meta": meta}
 
 
 def outcome(model: SimModel, meta: dict, rng: np.random.Generator, image_bytes: int) -> dict:
     d = meta["difficulty"]
-    p = 1.0 / (1.0 + math.exp(-model.slope * (model.skill + model.bonus.get(meta["type"], 0.0) - d)))
+    skill = (model.skill + model.bonus.get(meta["type"], 0.0) + model.blind.get(meta["colour"], 0.0)
+             + model.blind.get(meta["shape"], 0.0))
+    p = 1.0 / (1.0 + math.exp(-model.slope * (skill - d)))
     out_tokens = 40 if meta["type"] == "reasoning" else 8
     upload = image_bytes / 1e6 * (0.4 if model.tier == "cloud" else 0.0)
     return {

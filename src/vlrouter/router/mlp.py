@@ -1,23 +1,32 @@
 """The scenario-conditioned MLP router and its checkpoint (safetensors + JSON).
 
-Network: a trunk over the standardised fused features, then FiLM conditioning on the scenario
-vector w (h' = h * (1 + gamma(w)) + beta(w)) and a per-model head. FiLM rather than concatenation
-is used because w has 3 dimensions next to hundreds of feature dimensions: concatenated at the input
-it is one more standardised column, while FiLM lets the scenario rescale every hidden unit, so one
-trunk serves all scenarios and the scenario can reorder models. A second head, before FiLM,
-predicts each model's expected quality.
+Network: a trunk over the standardised fused features with three heads per model:
+  quality   P(correct) / expected quality (sigmoid), fitted with BCE;
+  costs     normalised latency lat/lat_ref and energy E/E_ref (where the data has no latency or
+            energy, its cost stands in, as in ``utility.py``), fitted with squared error;
+  policy    after FiLM conditioning on the scenario vector w (h' = h * (1 + gamma(w)) + beta(w)),
+            a softmax over models fitted to the soft scenario labels of ``train.py``.
+FiLM rather than concatenation: w has 3 dimensions next to hundreds of feature dimensions;
+concatenated at the input it is one more standardised column, while FiLM lets the scenario rescale
+every hidden unit, so one trunk serves all scenarios and the scenario can reorder models.
 
-The policy head is trained on soft labels t(m) ∝ exp(beta * U(m | w)) (see ``train.py``), so
-softmax(z) concentrates on the models with the highest expected scenario utility: taking its
-argmax is the documented equivalent of maximising U. Tier decision (ECVL-Router's tau): the
-cloud share p_cloud = sum of softmax(z) over cloud models; the query goes to the cloud tier when
-p_cloud >= tau(w), and then to the best model of that tier. tau is calibrated per preset on dev and
-interpolated linearly in w for custom scenarios.
+A checkpoint holds an ensemble of such nets (the main run plus the cross-fitting runs that
+calibration trains anyway); their outputs are averaged, which lowers the variance of the
+estimates on small routing datasets.
+
+Decision (``decision="utility"``, the default): the expected scenario utility of each model,
+U(m) = w_q * q(m) - w_s * lat(m) - w_e * E(m) from the heads, and the margin
+    margin = max over cloud models U(m) - max over edge models U(m);
+the query goes to the cloud tier when margin >= tau(w), then to that tier's best-U model. tau is a
+utility margin (0 = plain expected-utility maximisation) calibrated per preset on held-out data
+and interpolated linearly in w for custom scenarios. ``decision="policy"`` is ECVL-Router's rule
+on the policy head: cloud when p_cloud = sum of softmax(z) over cloud models >= tau, tau in [0, 1].
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,8 @@ from vlrouter.router.base import Decision, Router, RoutingInput, register
 from vlrouter.router.scenario import PRESETS, Scenario
 from vlrouter.router.utility import UtilityRefs
 
-FORMAT = "vlrouter-mlp-router/1"
+FORMAT = "vlrouter-mlp-router/2"
+DECISIONS = ("utility", "policy")
 torch = import_torch()
 nn = torch.nn
 
@@ -45,11 +55,34 @@ class RouterNet(nn.Module):
         nn.init.zeros_(self.film.bias)  # starts as the identity modulation
         self.policy = nn.Linear(h2, n_models)
         self.quality = nn.Linear(h2, n_models)
+        self.costs = nn.Linear(h2, 2 * n_models)  # normalised latency, then energy
+        self.n_models = n_models
 
     def forward(self, x, w):
+        """(policy logits, quality logits, costs (n, 2, models)) for standardised ``x`` and weights ``w``."""
         h = self.trunk(x)
         gamma, beta = self.film(w).chunk(2, dim=-1)
-        return self.policy(torch.relu(h * (1 + gamma) + beta)), self.quality(h)
+        costs = self.costs(h).view(-1, 2, self.n_models)
+        return self.policy(torch.relu(h * (1 + gamma) + beta)), self.quality(h), costs
+
+
+@dataclass
+class Prediction:
+    """What the router expects of each model for each query (arrays of shape (queries, models))."""
+
+    probs: np.ndarray    # policy head: softmax over models under w
+    quality: np.ndarray  # expected quality (P(correct) for 0/1 quality)
+    latency: np.ndarray  # expected latency / lat_ref (cost / cost_ref where the data has no latency)
+    energy: np.ndarray   # expected energy / energy_ref (likewise)
+    w: np.ndarray        # (queries, 3) scenario weights (speed, quality, energy)
+
+    @property
+    def utility(self) -> np.ndarray:
+        ws, wq, we = self.w[:, 0:1], self.w[:, 1:2], self.w[:, 2:3]
+        return wq * self.quality - ws * self.latency - we * self.energy
+
+    def rows(self, idx) -> Prediction:
+        return Prediction(self.probs[idx], self.quality[idx], self.latency[idx], self.energy[idx], self.w[idx])
 
 
 def preset_matrix() -> np.ndarray:
@@ -66,54 +99,84 @@ def corner_taus(preset_taus: dict[str, float]) -> np.ndarray:
 class MLPRouter(Router):
     name = "mlp"
 
-    def __init__(self, net: RouterNet, *, spec: FeatureSpec, models: list[dict], mean: np.ndarray,
-                 std: np.ndarray, refs: UtilityRefs, thresholds: dict[str, float] | None = None,
-                 meta: dict[str, Any] | None = None):
-        self.net = net.eval()
+    def __init__(self, nets: RouterNet | list[RouterNet], *, spec: FeatureSpec, models: list[dict],
+                 mean: np.ndarray, std: np.ndarray, refs: UtilityRefs, thresholds: dict[str, float] | None = None,
+                 decision: str = "utility", meta: dict[str, Any] | None = None):
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
+        self.nets = [n.eval() for n in (nets if isinstance(nets, list | tuple) else [nets])]
         self.spec = spec
         self.models = models
         self.tiers = np.array([m["tier"] for m in models])
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.refs = refs
-        self.thresholds = dict(thresholds or {name: 0.5 for name in PRESETS})
+        self.decision = decision
+        self.thresholds = dict(thresholds or {name: self.default_threshold for name in PRESETS})
         self.meta = meta or {}
         self._corner = corner_taus(self.thresholds)
 
+    @property
+    def default_threshold(self) -> float:
+        return 0.0 if self.decision == "utility" else 0.5
+
+    @property
+    def threshold_range(self) -> tuple[float, float]:
+        return (-5.0, 5.0) if self.decision == "utility" else (0.0, 1.0)
+
     # ------------------------------------------------------------------ scoring
-    def predict(self, features: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(policy probabilities, predicted quality), each (n, models), for raw fused features."""
+    def predict(self, features: np.ndarray, w: np.ndarray) -> Prediction:
+        """Ensemble-mean predictions for raw fused ``features`` under scenario weights ``w`` ((3,) or (n, 3))."""
         x = (np.atleast_2d(features).astype(np.float32) - self.mean) / self.std
         w = np.asarray(w, np.float32)
         w = np.tile(w, (x.shape[0], 1)) if w.ndim == 1 else np.array(w)
+        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         with torch.inference_mode():
-            z, q = self.net(torch.from_numpy(x), torch.from_numpy(w))
-            return torch.softmax(z, -1).numpy(), torch.sigmoid(q).numpy()
+            probs = quality = costs = 0.0
+            for net in self.nets:
+                z, q, c = net(xt, wt)
+                probs = probs + torch.softmax(z, -1)
+                quality = quality + torch.sigmoid(q)
+                costs = costs + c
+            k = len(self.nets)
+            costs = (costs / k).clamp_min(0.0).numpy()
+            return Prediction((probs / k).numpy(), (quality / k).numpy(), costs[:, 0], costs[:, 1], w)
+
+    def margins(self, pred: Prediction) -> np.ndarray:
+        """Per query, the score compared with tau: the cloud-vs-edge utility margin, or p_cloud."""
+        cloud = self.tiers == "cloud"
+        if self.decision == "policy":
+            return pred.probs[:, cloud].sum(axis=1)
+        if not cloud.any() or cloud.all():
+            return np.full(len(pred.w), np.inf if cloud.all() else -np.inf)
+        u = pred.utility
+        return u[:, cloud].max(axis=1) - u[:, ~cloud].max(axis=1)
 
     def threshold(self, scenario: Scenario) -> float:
-        return float(np.clip(np.dot(scenario.as_tuple(), self._corner), 0.0, 1.0))
+        return float(np.clip(np.dot(scenario.as_tuple(), self._corner), *self.threshold_range))
 
     def threshold_for(self, preset: str, w: np.ndarray | None = None) -> float:
         """The calibrated tau of a named scenario; unnamed weights ``w`` get the interpolated one."""
         if preset in self.thresholds or w is None:
             return self.thresholds[preset]
-        return float(np.clip(np.dot(np.asarray(w, float), self._corner), 0.0, 1.0))
+        return float(np.clip(np.dot(np.asarray(w, float), self._corner), *self.threshold_range))
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         self.thresholds = dict(thresholds)
         self._corner = corner_taus(self.thresholds)
 
-    def choose(self, probs: np.ndarray, tau: float | np.ndarray) -> np.ndarray:
-        """Model index per query: cloud tier when p_cloud >= tau, then the tier's most probable model."""
+    def choose(self, pred: Prediction, tau: float | np.ndarray) -> np.ndarray:
+        """Model index per query: the cloud tier when margin >= tau, then the tier's best model."""
         cloud = self.tiers == "cloud"
-        best_cloud = np.where(cloud, probs, -1.0).argmax(1)
-        best_edge = np.where(~cloud, probs, -1.0).argmax(1)
+        score = pred.probs if self.decision == "policy" else pred.utility
+        best_cloud = np.where(cloud, score, -np.inf).argmax(1)
+        best_edge = np.where(~cloud, score, -np.inf).argmax(1)
         if not cloud.any() or cloud.all():
             return best_cloud if cloud.all() else best_edge
-        return np.where(probs[:, cloud].sum(axis=1) >= tau, best_cloud, best_edge)
+        return np.where(self.margins(pred) >= tau, best_cloud, best_edge)
 
     def cloud_benefit(self, query: RoutingInput) -> tuple[float, dict[str, float]]:
-        probs, _ = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
-        return float(probs[0, self.tiers == "cloud"].sum()), {}
+        pred = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
+        return float(self.margins(pred)[0]), {}
 
     def _features(self, query: RoutingInput) -> np.ndarray:
         if query.features is None:
@@ -121,16 +184,20 @@ class MLPRouter(Router):
         return np.asarray(query.features)
 
     def route(self, query: RoutingInput) -> Decision:
-        probs, quality = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
+        pred = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
         tau = self.threshold(query.scenario)
-        idx = int(self.choose(probs, tau)[0])
-        p_cloud = float(probs[0, self.tiers == "cloud"].sum())
+        idx = int(self.choose(pred, tau)[0])
+        margin = float(self.margins(pred)[0])
         tier = self.models[idx]["tier"]
-        scores = {"p_cloud": round(p_cloud, 4)}
-        for m, p, q in zip(self.models, probs[0], quality[0], strict=True):
-            scores[f"p:{m['name']}"] = round(float(p), 4)
-            scores[f"q:{m['name']}"] = round(float(q), 4)
-        reason = (f"p_cloud {p_cloud:.3f} {'>=' if tier == 'cloud' else '<'} tau {tau:.3f} ({query.scenario}); "
+        p_cloud = float(pred.probs[0, self.tiers == "cloud"].sum())
+        scores = {"p_cloud": round(p_cloud, 4), "margin": round(margin, 4)}
+        for j, m in enumerate(self.models):
+            name = m["name"]
+            scores[f"q:{name}"] = round(float(pred.quality[0, j]), 4)
+            scores[f"u:{name}"] = round(float(pred.utility[0, j]), 4)
+            scores[f"p:{name}"] = round(float(pred.probs[0, j]), 4)
+        what = "p_cloud" if self.decision == "policy" else "utility margin (cloud - edge)"
+        reason = (f"{what} {margin:.3f} {'>=' if tier == 'cloud' else '<'} tau {tau:.3f} ({query.scenario}); "
                   f"model {self.models[idx]['name']}")
         return Decision(tier=tier, policy=self.name, threshold=round(tau, 4), scores=scores, reason=reason,
                         model=self.models[idx]["name"])
@@ -141,14 +208,16 @@ class MLPRouter(Router):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
+        tensors = {f"net{i}.{k}": v.contiguous()
+                   for i, net in enumerate(self.nets) for k, v in net.state_dict().items()}
         tensors["scaler.mean"] = torch.from_numpy(self.mean)
         tensors["scaler.std"] = torch.from_numpy(self.std)
         save_file(tensors, str(path / "router.safetensors"))
         meta = {
             "format": FORMAT, "policy": self.name, "feature_spec": self.spec.to_dict(), "models": self.models,
-            "utility_refs": self.refs.to_dict(), "thresholds": self.thresholds,
-            "scaler": {"kind": "standard", "tensors": ["scaler.mean", "scaler.std"]}, **self.meta,
+            "utility_refs": self.refs.to_dict(), "decision": self.decision, "ensemble": len(self.nets),
+            "thresholds": self.thresholds, "scaler": {"kind": "standard", "tensors": ["scaler.mean", "scaler.std"]},
+            **self.meta,
         }
         (path / "router.json").write_text(json.dumps(meta, indent=2))
         return path
@@ -162,15 +231,20 @@ class MLPRouter(Router):
             raise FileNotFoundError(f"{path}: not a router checkpoint (router.json + router.safetensors)")
         meta = json.loads((path / "router.json").read_text())
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+            raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected {FORMAT!r} "
+                             "(retrain it with `vlrouter train`)")
         spec = FeatureSpec.from_dict(meta["feature_spec"])
         if expected_spec is not None:
             expected_spec.require_same(spec, mine="gateway features", theirs=f"router checkpoint {path}")
         tensors = load_file(str(path / "router.safetensors"))
         hp = meta.get("hyperparameters", {})
-        net = RouterNet(spec.dim, len(meta["models"]), tuple(hp.get("hidden", (256, 128))), hp.get("dropout", 0.1))
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        extra = {k: v for k, v in meta.items() if k in ("hyperparameters", "dev_metrics", "training")}
-        return cls(net, spec=spec, models=meta["models"], mean=tensors["scaler.mean"].numpy(),
+        nets = []
+        for i in range(int(meta.get("ensemble", 1))):
+            net = RouterNet(spec.dim, len(meta["models"]), tuple(hp.get("hidden", (256, 128))), hp.get("dropout", 0.1))
+            prefix = f"net{i}."
+            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            nets.append(net)
+        extra = {k: v for k, v in meta.items() if k in ("hyperparameters", "dev_metrics", "training", "calibration")}
+        return cls(nets, spec=spec, models=meta["models"], mean=tensors["scaler.mean"].numpy(),
                    std=tensors["scaler.std"].numpy(), refs=UtilityRefs(**meta["utility_refs"]),
-                   thresholds=meta["thresholds"], meta=extra)
+                   thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra)

@@ -5,8 +5,15 @@ scenario utility: t(m | x, w) = softmax_m(beta * U(m | w)) with U from ``utility
 quality and beta large this is "the correct models"; the cost terms break ties toward the cheaper,
 faster, lower-energy model; when no model is correct the cheapest wins. Each batch row gets its own w:
 a Dirichlet(1, 1, 1) draw over the simplex, or (``preset_fraction`` of rows) one of the three presets.
-Loss = soft-label cross-entropy + ``quality_weight`` * BCE of the quality head. Adam, seeded,
-early stopping on the dev loss over fixed scenario draws; the best epoch's weights are kept.
+Loss = soft-label cross-entropy + ``quality_weight`` * BCE of the quality head + ``cost_weight`` *
+squared error of the normalised latency/energy heads. Adam, seeded, early stopping on the dev loss
+over fixed scenario draws; the best epoch's weights are kept.
+
+Cross-fitting: with ``calibration_folds`` = k > 1, k more nets are trained, each without one fold
+of the training queries. Their predictions for the held-out fold are out-of-fold, so tau is
+calibrated on dev plus every training query rather than on the small dev split alone; with
+``ensemble`` the k nets then join the main one in the checkpoint and the router averages all of
+them (the nets share one scaler, fitted on the whole training split).
 
 Partial labels (``Outcomes.partial``: a decision log knows only the served model's outcome): the
 quality head is fitted on the observed entries only, each query weighted by 1 / its serving
@@ -21,10 +28,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
-from vlrouter.router.mlp import MLPRouter, RouterNet
+from vlrouter.router.mlp import MLPRouter, Prediction, RouterNet
 from vlrouter.router.scenario import PRESETS
 from vlrouter.router.utility import Outcomes
 
@@ -44,7 +52,12 @@ class TrainConfig:
     quality_weight: float = 0.5
     preset_fraction: float = 0.25
     calibration_folds: int = 5  # tau from out-of-fold train predictions + dev; 0 or 1: dev only
-    group_dropout: float = 0.5  # per row, blank the whole image / text / extras block with this probability
+    cost_weight: float = 0.5
+    # per row, blank the whole image / text / extras block with this probability; several candidates:
+    # a main net is trained for each and the one with the lowest dev loss is kept
+    group_dropout: float | tuple[float, ...] = (0.3, 0.5, 0.8)
+    decision: str = "utility"  # "utility": expected-utility margin; "policy": p_cloud of the policy head
+    ensemble: bool = True  # keep the cross-fitting nets and average them with the main one
     # scenarios beyond the three presets that get their own calibrated tau, e.g. {"quality-only": (0, 1, 0)}
     extra_scenarios: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     seed: int = 0
@@ -66,47 +79,73 @@ def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float, q_
     return torch.softmax(torch.from_numpy(beta * u).float(), dim=-1)
 
 
-def calibrate_taus(router: MLPRouter, probs: dict[str, np.ndarray], outcomes: Outcomes, idx: np.ndarray,
-                   grid: np.ndarray | None = None, window: float = 0.05,
+def calibrate_taus(router: MLPRouter, preds: dict[str, Prediction], outcomes: Outcomes, idx: np.ndarray,
+                   grid: np.ndarray | None = None, window: int = 5,
                    scenarios: dict[str, tuple] | None = None) -> tuple[dict[str, float], dict[str, dict]]:
-    """Per preset, the tau that maximises the mean realised utility on ``idx`` (ECVL-Router's grid search).
+    """Per scenario, tau by grid search of the mean realised utility on ``idx`` (ECVL-Router's tau).
 
-    ``probs[preset]`` holds the policy probabilities of the queries ``idx`` (out-of-fold where they
-    come from training queries). The utility-vs-tau curve is flat and noisy; its maximum is taken
-    after a moving average over +-``window`` in tau, so a lone spike does not pick an extreme threshold.
+    ``preds[scenario]`` holds the router's predictions for the queries ``idx`` (out-of-fold where they
+    come from training queries). The utility-vs-tau curve is flat and noisy, so: its maximum is
+    taken after a moving average over +-``window`` grid points (a lone spike does not pick an extreme
+    threshold), and then the one-standard-error rule (Breiman et al. 1984) keeps the tau nearest the
+    default (a zero utility margin; 0.5 for the policy rule) whose value is within one paired
+    standard error of the best. The default is the expected-utility decision itself; tau moves away
+    from it only where the held-out data says so clearly.
     """
-    grid = np.linspace(0.0, 1.0, 101) if grid is None else grid
+    if grid is None:
+        grid = np.linspace(-0.5, 0.5, 201) if router.decision == "utility" else np.linspace(0.0, 1.0, 101)
     taus, report = {}, {}
+    rows = np.arange(len(idx))
     for name, w in (scenarios or PRESETS).items():
-        choices = [router.choose(probs[name], tau) for tau in grid]
-        values = np.array([outcomes.value(c, idx, np.array(w)) for c in choices])
+        w = np.array(w)
+        choices = [router.choose(preds[name], tau) for tau in grid]
+        values = np.array([outcomes.value(c, idx, w) for c in choices])
         values = np.nan_to_num(values, nan=float(np.nanmin(values)) if np.isfinite(values).any() else 0.0)
-        smooth = np.array([values[np.abs(grid - t) <= window + 1e-9].mean() for t in grid])
-        best = int(np.argmax(smooth))
+        smooth = np.array([values[max(0, i - window):i + window + 1].mean() for i in range(len(grid))])
+        top = int(np.argmax(smooth))
+        near = np.argsort(np.abs(grid - router.default_threshold), kind="stable")
+        best = top
+        if not outcomes.partial:  # SNIPS values (partial labels) have no simple paired error: keep the argmax
+            u = outcomes.utility(w, idx)
+            for i in near:
+                diff = u[rows, choices[i]] - u[rows, choices[top]]
+                if smooth[i] >= smooth[top] - diff.std() / np.sqrt(len(idx)) - 1e-9:
+                    best = int(i)
+                    break
         taus[name] = float(grid[best])
-        got = outcomes.summary(choices[best], idx, np.array(w), router.tiers)
+        got = outcomes.summary(choices[best], idx, w, router.tiers)
         report[name] = {"utility": round(got["utility"], 5), "tau": taus[name], "quality": round(got["quality"], 5),
-                        "edge_share": round(got["edge_share"], 5), "n": len(idx)}
+                        "edge_share": round(got["edge_share"], 5), "n": len(idx),
+                        "best_tau": float(grid[top]), "best_utility": round(float(values[top]), 5)}
     return taus, report
 
 
-def _preset_probs(router: MLPRouter, X: np.ndarray, scenarios: dict[str, tuple] | None = None) -> dict[str, np.ndarray]:
-    return {name: router.predict(X, np.array(w))[0] for name, w in (scenarios or PRESETS).items()}
+def _predictions(router: MLPRouter, X: np.ndarray, scenarios: dict[str, tuple] | None = None) -> dict[str, Prediction]:
+    return {name: router.predict(X, np.array(w)) for name, w in (scenarios or PRESETS).items()}
+
+
+def _concat(a: Prediction, b: Prediction) -> Prediction:
+    return Prediction(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in
+                        ("probs", "quality", "latency", "energy", "w")))
+
+
+def scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """StandardScaler statistics of ``X`` (constant columns keep a unit scale)."""
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std[std < 1e-6] = 1.0
+    return mean, std
 
 
 def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, cfg: TrainConfig,
-         seed: int, progress: bool, desc: str, groups: list[slice] = ()) -> tuple[RouterNet, np.ndarray, np.ndarray,
-                                                                                 int, list]:
-    """One seeded training run with early stopping on dev; returns the best epoch's net and scaler."""
-    from tqdm.auto import tqdm
-
+         seed: int, progress: bool, desc: str, mean: np.ndarray, std: np.ndarray,
+         groups: list[slice] = (), group_dropout: float = 0.0) -> tuple[RouterNet, int, list]:
+    """One seeded training run with early stopping on dev; returns the best epoch's net."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    mean = X[train_idx].mean(axis=0)
-    std = X[train_idx].std(axis=0)
-    std[std < 1e-6] = 1.0
     Xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
     Y = torch.from_numpy(outcomes.quality.astype(np.float32)).clamp(0, 1)
+    C = torch.from_numpy(np.stack([outcomes.latency / outcomes.refs.lat_ref,
+                                   outcomes.energy / outcomes.refs.energy_ref], axis=1).astype(np.float32))
     observed = outcomes.observed if outcomes.observed is not None else np.ones(outcomes.quality.shape, bool)
     mask = torch.from_numpy(observed.astype(np.float32))
     row_w = torch.from_numpy(outcomes.row_weights().astype(np.float32))
@@ -118,19 +157,20 @@ def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.n
 
     def loss_on(idx, w, t=None, blank=False):
         x = Xs[idx]
-        if blank and cfg.group_dropout > 0 and groups:
+        if blank and group_dropout > 0 and groups:
             x = x.clone()
             for g in groups:  # standardised features: zero is the training mean ("no information")
-                drop = torch.from_numpy(rng.random(len(idx)) < cfg.group_dropout)
+                drop = torch.from_numpy(rng.random(len(idx)) < group_dropout)
                 x[drop, g] = 0.0
-        z, q = net(x, torch.from_numpy(w))
+        z, q, c = net(x, torch.from_numpy(w))
         if t is None:
             t = _targets(outcomes, idx, w, cfg.beta, q)
         rw = row_w[idx]
         policy = (-(t * torch.log_softmax(z, -1)).sum(-1) * rw).sum() / rw.sum()
         m = mask[idx] * rw[:, None]
         quality = (bce(q, Y[idx]) * m).sum() / m.sum().clamp_min(1e-6)
-        return policy + cfg.quality_weight * quality, policy
+        costs = (((c - C[idx]) ** 2).mean(1) * m).sum() / m.sum().clamp_min(1e-6)
+        return policy + cfg.quality_weight * quality + cfg.cost_weight * costs, policy
 
     best = (float("inf"), None, -1)
     history = []
@@ -156,13 +196,13 @@ def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.n
             break
     bar.close()
     net.load_state_dict(best[1])
-    return net.eval(), mean, std, best[2], history
+    return net.eval(), best[2], history
 
 
 def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, *,
                  spec: FeatureSpec, models: list[dict], config: TrainConfig | None = None,
                  progress: bool = True) -> tuple[MLPRouter, dict]:
-    """Train on ``train_idx`` (early stopping on ``dev_idx``), then calibrate tau per preset.
+    """Train on ``train_idx`` (early stopping on ``dev_idx``), then calibrate tau per scenario.
 
     Tau is chosen on dev plus, with ``calibration_folds`` > 1, out-of-fold predictions for the
     training queries (each fold scored by a net trained without it): several times more data than
@@ -171,34 +211,48 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
     cfg = config or TrainConfig()
     started = time.perf_counter()
     groups = [s for name, s in spec.slices().items() if name != "signals" and s.stop > s.start]
-    net, mean, std, best_epoch, history = _fit(X, outcomes, train_idx, dev_idx, cfg, cfg.seed, progress,
-                                               "train router", groups)
-    hp = {**asdict(cfg), "hidden": list(cfg.hidden), "extra_scenarios": {k: list(v) for k, v in
-                                                                           cfg.extra_scenarios.items()}}
-    router = MLPRouter(net, spec=spec, models=models, mean=mean, std=std, refs=outcomes.refs,
-                       meta={"hyperparameters": hp})
+    mean, std = scaler(X[train_idx])
+    candidates = tuple(np.atleast_1d(cfg.group_dropout).tolist()) if groups else (0.0,)
+    runs = {gd: _fit(X, outcomes, train_idx, dev_idx, cfg, cfg.seed, progress,
+                     f"train router (group dropout {gd})" if len(candidates) > 1 else "train router",
+                     mean, std, groups, gd) for gd in candidates}
+    dev_losses = {gd: run[2][run[1]]["dev_loss"] for gd, run in runs.items()}
+    gd = min(dev_losses, key=dev_losses.get)
+    net, best_epoch, history = runs[gd]
+    hp = {**asdict(cfg), "hidden": list(cfg.hidden), "group_dropout": gd,
+          "extra_scenarios": {k: list(v) for k, v in cfg.extra_scenarios.items()}}
     scenarios = {**PRESETS, **cfg.extra_scenarios}
-    cal_idx, cal_probs = dev_idx, _preset_probs(router, X[dev_idx], scenarios)
+
+    def make(nets):
+        return MLPRouter(nets, spec=spec, models=models, mean=mean, std=std, refs=outcomes.refs,
+                         decision=cfg.decision, meta={"hyperparameters": hp})
+
+    nets, oof_idx, oof = [net], [], []
     if cfg.calibration_folds > 1:
         folds = np.array_split(np.random.default_rng(cfg.seed + 7).permutation(train_idx), cfg.calibration_folds)
-        for k, fold in enumerate(folds):
-            rest = np.setdiff1d(train_idx, fold)
-            fold_net, f_mean, f_std, _, _ = _fit(X, outcomes, rest, dev_idx, cfg, cfg.seed + 100 + k, False, "",
-                                                 groups)
-            fold_router = MLPRouter(fold_net, spec=spec, models=models, mean=f_mean, std=f_std, refs=outcomes.refs)
-            fold_probs = _preset_probs(fold_router, X[fold], scenarios)
-            cal_idx = np.concatenate([cal_idx, fold])
-            cal_probs = {n: np.concatenate([cal_probs[n], fold_probs[n]]) for n in cal_probs}
-    taus, cal_report = calibrate_taus(router, cal_probs, outcomes, cal_idx, scenarios=scenarios)
+        for k, fold in enumerate(tqdm(folds, desc="cross-fit", disable=not progress, unit="fold")):
+            fold_net, _, _ = _fit(X, outcomes, np.setdiff1d(train_idx, fold), dev_idx, cfg, cfg.seed + 100 + k,
+                                  False, "", mean, std, groups, gd)
+            nets.append(fold_net)
+            oof_idx.append(fold)
+            oof.append(_predictions(make([fold_net]), X[fold], scenarios))
+    router = make(nets if cfg.ensemble else nets[:1])
+    cal_idx, cal = dev_idx, _predictions(router, X[dev_idx], scenarios)
+    for fold, preds in zip(oof_idx, oof, strict=True):
+        cal_idx = np.concatenate([cal_idx, fold])
+        cal = {n: _concat(cal[n], preds[n]) for n in cal}
+    taus, cal_report = calibrate_taus(router, cal, outcomes, cal_idx, scenarios=scenarios)
     router.set_thresholds(taus)
     dev_metrics = {}
-    for name, probs in _preset_probs(router, X[dev_idx], scenarios).items():  # dev figures at the chosen tau
-        got = outcomes.summary(router.choose(probs, taus[name]), dev_idx, np.array(scenarios[name]), router.tiers)
+    for name, pred in _predictions(router, X[dev_idx], scenarios).items():  # dev figures at the chosen tau
+        got = outcomes.summary(router.choose(pred, taus[name]), dev_idx, np.array(scenarios[name]), router.tiers)
         dev_metrics[name] = {"tau": taus[name], "utility": round(got["utility"], 5),
                              "quality": round(got["quality"], 5), "edge_share": round(got["edge_share"], 5)}
     info = {"epochs": len(history), "best_epoch": best_epoch,
             "best_dev_loss": round(history[best_epoch]["dev_loss"], 5),
             "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx),
+            "ensemble": len(router.nets), "decision": cfg.decision,
+            "group_dropout": {"chosen": gd, "dev_loss": {str(k): round(v, 5) for k, v in dev_losses.items()}},
             "calibration": {"folds": cfg.calibration_folds, "n": len(cal_idx), "by_preset": cal_report}}
     router.meta.update({"dev_metrics": dev_metrics, "training": info})
     return router, {"history": history, **info}
