@@ -81,9 +81,6 @@ class Prediction:
         ws, wq, we = self.w[:, 0:1], self.w[:, 1:2], self.w[:, 2:3]
         return wq * self.quality - ws * self.latency - we * self.energy
 
-    def rows(self, idx) -> Prediction:
-        return Prediction(self.probs[idx], self.quality[idx], self.latency[idx], self.energy[idx], self.w[idx])
-
 
 def preset_matrix() -> np.ndarray:
     return np.array([PRESETS[name] for name in ("fast", "quality", "energy")])
@@ -190,11 +187,14 @@ class MLPRouter(Router):
         margin = float(self.margins(pred)[0])
         tier = self.models[idx]["tier"]
         p_cloud = float(pred.probs[0, self.tiers == "cloud"].sum())
-        scores = {"p_cloud": round(p_cloud, 4), "margin": round(margin, 4)}
+        scores = {"p_cloud": round(p_cloud, 4)}
+        if np.isfinite(margin):  # a single-tier router has no margin
+            scores["margin"] = round(margin, 4)
+        utility = pred.utility
         for j, m in enumerate(self.models):
             name = m["name"]
             scores[f"q:{name}"] = round(float(pred.quality[0, j]), 4)
-            scores[f"u:{name}"] = round(float(pred.utility[0, j]), 4)
+            scores[f"u:{name}"] = round(float(utility[0, j]), 4)
             scores[f"p:{name}"] = round(float(pred.probs[0, j]), 4)
         what = "p_cloud" if self.decision == "policy" else "utility margin (cloud - edge)"
         reason = (f"{what} {margin:.3f} {'>=' if tier == 'cloud' else '<'} tau {tau:.3f} ({query.scenario}); "
