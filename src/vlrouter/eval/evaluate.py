@@ -113,9 +113,8 @@ def _metrics(ds: RoutingDataset, out: Outcomes, idx: np.ndarray, chosen: np.ndar
     res["rcs"] = float(w[1] * parts[0] + w[0] * parts[1] + w[2] * parts[2])
     res["utility"] = got["utility"]
     if ds.has("expected_quality"):  # synthetic data: the same utility with the simulator's P(correct), noise-free
-        eq = np.nan_to_num(ds.expected_quality[idx, chosen], nan=0.0)
-        res["expected_utility"] = float(np.mean(w[1] * eq - w[0] * out.latency[idx, chosen] / out.refs.lat_ref
-                                                - w[2] * out.energy[idx, chosen] / out.refs.energy_ref))
+        u = out.utility(w, idx, quality=np.nan_to_num(ds.expected_quality[idx], nan=0.0))
+        res["expected_utility"] = float(u[np.arange(len(idx)), chosen].mean())
     res["model_shares"] = {m: float((chosen == j).mean()) for j, m in enumerate(ds.model_names)}
     res["mean_latency"] = got["latency"]  # in the units of refs.lat_source
     res["mean_energy"] = got["energy"]
