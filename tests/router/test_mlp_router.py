@@ -55,6 +55,72 @@ def test_beats_random_at_matched_share_in_every_scenario(trained):
     assert keys <= set(s["fast"]["mlp"])
 
 
+def test_paired_gaps_match_the_table_and_random_is_its_expectation(trained):
+    ds, X, _, router, _, _ = trained
+    report = evaluate(ds, X, router)
+    for name, rows in report["scenarios"].items():
+        paired = report["paired"][name]
+        assert set(paired) >= {"knn", "linear", "signals", "always_edge", "always_cloud", "random"}
+        assert "oracle" not in paired and "mlp" not in paired
+        for base in ("knn", "linear", "signals", "always_edge", "always_cloud"):
+            gap = paired[base]["realised"]
+            assert gap["diff"] == pytest.approx(rows["mlp"]["utility"] - rows[base]["utility"], abs=2e-5)
+            assert gap["ci95"][0] <= gap["diff"] <= gap["ci95"][1] and gap["se"] > 0
+            expected = paired[base]["expected"]["diff"]
+            assert expected == pytest.approx(rows["mlp"]["expected_utility"] - rows[base]["expected_utility"], abs=2e-5)
+        # random is compared with its exact expectation at the router's shares, not with noisy draws
+        assert paired["random"]["realised"]["diff"] == pytest.approx(
+            rows["mlp"]["utility"] - rows["random"]["utility"], abs=0.02)
+
+
+def test_blind_scale_only_moves_the_edge_models_on_their_blind_spots(tmp_path):
+    plain = make_synthetic_bench(tmp_path / "plain", 60, seed=3, progress=False)
+    strong = make_synthetic_bench(tmp_path / "strong", 60, seed=3, blind_scale=2.5, progress=False)
+    none = make_synthetic_bench(tmp_path / "none", 60, seed=3, blind_scale=0.0, progress=False)
+    read = [[json.loads(line) for line in (p / "outcomes.jsonl").read_text().splitlines()]
+            for p in (plain, strong, none)]
+    meta = {q["id"]: q["meta"] for q in map(json.loads, (plain / "queries.jsonl").read_text().splitlines())}
+    moved = 0
+    for a, b, c in zip(*read, strict=True):
+        m = meta[a["id"]]
+        blind = m["colour"] in ("purple", "orange") or m["shape"] == "triangle"
+        if a["model"] == "cloud-large" or not blind:
+            assert a["p_correct"] == b["p_correct"] == c["p_correct"]
+        else:
+            assert b["p_correct"] <= a["p_correct"] <= c["p_correct"]
+            moved += b["p_correct"] < a["p_correct"]
+    assert moved > 0
+
+
+def test_multi_bench_script_pools_paired_gaps(features_config, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"features": json.loads(features_config.model_dump_json()),
+                               "backends": {"edge": {"kind": "local", "tier": "edge", "model_path": "x"}}}))
+    out = tmp_path / "multi.json"
+    run = subprocess.run([sys.executable, "scripts/eval_synthetic.py", "--n", "150", "--seeds", "0,1",
+                          "--blind-scales", "1,2.5", "--max-epochs", "3", "--config", str(cfg), "--work",
+                          str(tmp_path / "benches"), "--cache-dir", str(tmp_path / "cache"), "--json", str(out),
+                          "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "blind scale 2.5: 2 benches, 60 test queries in all" in run.stdout
+    result = json.loads(out.read_text())
+    assert result["synthetic"] is True and set(result["blind_scales"]) == {"1", "2.5"}
+    assert (tmp_path / "benches" / "syn-n150-seed1-blind2.5" / "outcomes.jsonl").is_file()
+    for scale in result["blind_scales"].values():
+        runs, pooled = scale["runs"], scale["pooled"]
+        for scenario in ("fast", "quality", "energy"):
+            for base in ("signals", "linear", "knn", "random", "always_edge", "always_cloud"):
+                got = pooled[scenario][base]["realised"]
+                per = [r["paired"][scenario][base]["realised"] for r in runs]
+                assert got["per_bench"] == [p["diff"] for p in per]
+                assert got["diff"] == pytest.approx(np.mean(got["per_bench"]), abs=1e-5)
+                assert got["se"] == pytest.approx(np.sqrt(sum(p["se"] ** 2 for p in per)) / 2, abs=1e-5)
+                assert "expected" in pooled[scenario][base]  # synthetic data carries P(correct)
+    bad = subprocess.run([sys.executable, "scripts/eval_synthetic.py", "--seeds", "a"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and "--seeds takes integers" in bad.stderr
+
+
 def test_training_is_reproducible(trained, features_config):
     ds, X, pipeline, router, _, info = trained
     again, info2 = train_router(X, Outcomes.from_dataset(ds, ds.split("train")), ds.split("train"),

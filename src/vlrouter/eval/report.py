@@ -18,6 +18,23 @@ def _fmt(value, scale) -> str:
     return f"{value * scale:.1f}" if scale == 100 else f"{value:.3f}"
 
 
+def _paired_lines(paired: dict) -> list[str]:
+    """mlp minus each baseline in utility, with the 95% interval of the paired difference."""
+    lines = []
+    for kind, label in (("realised", "U"), ("expected", "E[U]")):
+        parts = [f"{name} {g[kind]['diff']:+.3f} [{g[kind]['ci95'][0]:+.3f}, {g[kind]['ci95'][1]:+.3f}]"
+                 for name, g in paired.items() if kind in g and name in ORDER]
+        line = f"  mlp - baseline, {label} (95% CI):"
+        for k, part in enumerate(parts):  # wrap between entries, never inside one
+            if len(line) + len(part) > 110 and k:
+                lines.append(line + ";")
+                line = "     "
+            line += (" " if not k or line.strip() == "" else "; ") + part
+        if parts:
+            lines.append(line)
+    return lines
+
+
 def format_table(report: dict) -> str:
     lines = [f"split={report['split']} n={report['n']} all-cloud={report['all_cloud_model']}"]
     for scenario, rows in report["scenarios"].items():
@@ -27,6 +44,7 @@ def format_table(report: dict) -> str:
         for name in ORDER:
             if name in rows:
                 lines.append(f"{name:<13}" + "".join(f"{_fmt(rows[name].get(k), s):>10}" for k, _, s in columns))
+        lines.extend(_paired_lines(report.get("paired", {}).get(scenario, {})))
     if any("expected_utility" in rows["mlp"] for rows in report["scenarios"].values()):
         lines.append("\nE[U]: the same utility with the simulator's P(correct) in place of the 0/1 outcome "
                      "(synthetic data only; free of outcome noise)")
