@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-TRAIN_EPOCHS = 300  # TrainConfig's default; early stopping on dev ends most runs far sooner
 BASELINES = ("signals", "linear", "knn", "random", "always_edge", "always_cloud")
 
 
@@ -33,21 +32,20 @@ def bench_dir(work: Path, n: int, seed: int, scale: float) -> Path:
     return work / f"syn-n{n}-seed{seed}-blind{scale:g}"
 
 
-def run_one(path: Path, seed: int, settings, args) -> dict:
+def run_one(path: Path, seed: int, pipeline, args) -> dict:
     from vlrouter.eval.dataset import load_dataset
     from vlrouter.eval.evaluate import evaluate
     from vlrouter.eval.featurize import featurize
-    from vlrouter.features import FeaturePipeline
     from vlrouter.router.train import TrainConfig, train_router
     from vlrouter.router.utility import Outcomes
 
     ds = load_dataset(path)
-    pipeline = FeaturePipeline(settings.features)
+    epochs = {"max_epochs": args.max_epochs} if args.max_epochs else {}  # else TrainConfig's default
     X = featurize(ds, pipeline, cache_dir=args.cache_dir, progress=not args.no_progress)
     train, dev = ds.split("train"), ds.split("dev")
     router, info = train_router(X, Outcomes.from_dataset(ds, train), train, dev, spec=pipeline.spec,
                                 models=[{"name": m.name, "tier": m.tier} for m in ds.models],
-                                config=TrainConfig(seed=seed, max_epochs=args.max_epochs), progress=False)
+                                config=TrainConfig(seed=seed, **epochs), progress=False)
     report = evaluate(ds, X, router, seed=seed)
     return {"bench": path.name, "seed": seed, "train_seconds": info["seconds"], "n_test": report["n"],
             "utility": {sc: {p: rows[p]["utility"] for p in ("mlp", *BASELINES)} for sc, rows in
@@ -58,6 +56,8 @@ def run_one(path: Path, seed: int, settings, args) -> dict:
 
 
 def pool(runs: list[dict]) -> dict:
+    from vlrouter.eval.evaluate import gap_interval
+
     """Per scenario and baseline: the pooled realised and expected gaps with 95% intervals."""
     out = {}
     for scenario in runs[0]["paired"]:
@@ -68,10 +68,8 @@ def pool(runs: list[dict]) -> dict:
                 gaps = [r["paired"][scenario][base][kind] for r in runs if kind in r["paired"][scenario][base]]
                 if not gaps:
                     continue
-                mean = float(np.mean([g["diff"] for g in gaps]))
                 se = float(np.sqrt(sum(g["se"] ** 2 for g in gaps)) / len(gaps))
-                row[kind] = {"diff": round(mean, 5), "se": round(se, 5),
-                             "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)],
+                row[kind] = {**gap_interval(float(np.mean([g["diff"] for g in gaps])), se),
                              "per_bench": [g["diff"] for g in gaps]}
             out[scenario][base] = row
     return out
@@ -103,7 +101,8 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/vlrouter/features"),
                         help="feature cache (default .cache/vlrouter/features)")
     parser.add_argument("--config", default=None, help="YAML settings whose features: section embeds queries")
-    parser.add_argument("--max-epochs", type=int, default=TRAIN_EPOCHS, help=f"per net (default {TRAIN_EPOCHS})")
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="per net (default: TrainConfig's; early stopping on dev ends most runs sooner)")
     parser.add_argument("--json", type=Path, default=Path("reports/synthetic/multi_bench.json"),
                         help="write the per-bench and pooled figures here")
     parser.add_argument("--no-progress", action="store_true")
@@ -113,15 +112,16 @@ def main() -> int:
         scales = [float(s) for s in args.blind_scales.split(",")]
     except ValueError:
         parser.error("--seeds takes integers and --blind-scales numbers, comma-separated")
-    if args.n < 100 or any(s < 0 for s in scales) or args.max_epochs < 1:
+    if args.n < 100 or any(s < 0 for s in scales) or (args.max_epochs is not None and args.max_epochs < 1):
         parser.error("--n must be >= 100, every blind scale >= 0 and --max-epochs >= 1")
 
     from tqdm.auto import tqdm
 
     from vlrouter.config import load_settings
     from vlrouter.eval.synthetic import make_synthetic_bench
+    from vlrouter.features import FeaturePipeline
 
-    settings = load_settings(args.config)
+    pipeline = FeaturePipeline(load_settings(args.config).features)  # the encoders load once for every bench
     started = time.perf_counter()
     result = {"synthetic": True, "n": args.n, "seeds": seeds, "blind_scales": {}}
     jobs = [(scale, seed) for scale in scales for seed in seeds]
@@ -130,7 +130,7 @@ def main() -> int:
         path = bench_dir(args.work, args.n, seed, scale)
         if not (path / "outcomes.jsonl").is_file():
             make_synthetic_bench(path, args.n, seed=seed, blind_scale=scale, progress=False)
-        runs[scale].append(run_one(path, seed, settings, args))
+        runs[scale].append(run_one(path, seed, pipeline, args))
     for scale in scales:
         pooled = pool(runs[scale])
         result["blind_scales"][f"{scale:g}"] = {"runs": runs[scale], "pooled": pooled}

@@ -98,15 +98,19 @@ def _argmax_expected(q_hat: np.ndarray, out: Outcomes, train_idx: np.ndarray, w:
     return np.argmax(w[1] * q_hat - w[0] * lat - w[2] * energy, axis=1)
 
 
+def gap_interval(mean: float, se: float) -> dict:
+    """A gap with its standard error and normal 95% interval, as reported under ``paired``."""
+    return {"diff": round(mean, 5), "se": round(se, 5),
+            "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)]}
+
+
 def paired_gap(u: np.ndarray, mine: np.ndarray, other: np.ndarray) -> dict:
     """Mean of u[i, mine[i]] - other[i] with a normal 95% interval from the paired standard error.
 
     ``other`` is the baseline's per-query utility (a chosen model's, or an expectation over models)."""
     diff = u[np.arange(len(u)), mine] - other
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-    mean = float(diff.mean())
-    return {"diff": round(mean, 5), "se": round(se, 5),
-            "ci95": [round(mean - 1.96 * se, 5), round(mean + 1.96 * se, 5)]}
+    return gap_interval(float(diff.mean()), se)
 
 
 def _paired(u: np.ndarray, eu: np.ndarray | None, choices: dict[str, np.ndarray], shares: np.ndarray) -> dict:

@@ -83,7 +83,7 @@ def _targets(outcomes: Outcomes, idx: np.ndarray, w: np.ndarray, beta: float, q_
 def calibrate_taus(router: MLPRouter, preds: dict[str, Prediction], outcomes: Outcomes, idx: np.ndarray,
                    grid: np.ndarray | None = None, window: int = 5,
                    scenarios: dict[str, tuple] | None = None,
-                   se_rule: float = 2.0) -> tuple[dict[str, float], dict[str, dict]]:
+                   se_rule: float = TrainConfig.tau_se_rule) -> tuple[dict[str, float], dict[str, dict]]:
     """Per scenario, tau by grid search of the mean realised utility on ``idx`` (ECVL-Router's tau).
 
     ``preds[scenario]`` holds the router's predictions for the queries ``idx`` (out-of-fold where they
