@@ -48,7 +48,7 @@ def main() -> int:
     train, dev = ds.split("train"), ds.split("dev")
     started = time.perf_counter()
     router, info = train_router(X, Outcomes.from_dataset(ds, train), train, dev, spec=spec,
-                                models=[{"name": m.name, "tier": m.tier} for m in models],
+                                models=ds.model_dicts,
                                 config=TrainConfig(max_epochs=100, patience=1000), progress=False)
     train_s = time.perf_counter() - started
     # one main net per group-dropout candidate, then the cross-fitting nets

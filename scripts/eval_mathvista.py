@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         names = PAIR if setup == "pair" else ds_all.model_names
         ds = ds_all.select_models(names)
         outcomes = Outcomes.from_dataset(ds, train)
-        models = [{"name": m.name, "tier": m.tier} for m in ds.models]
+        models = ds.model_dicts
         candidates = tuple(float(v) for v in args.group_dropout.split(","))
         runs = []
         for seed in range(args.seeds):

@@ -44,7 +44,7 @@ def run_one(path: Path, seed: int, pipeline, args) -> dict:
     X = featurize(ds, pipeline, cache_dir=args.cache_dir, progress=not args.no_progress)
     train, dev = ds.split("train"), ds.split("dev")
     router, info = train_router(X, Outcomes.from_dataset(ds, train), train, dev, spec=pipeline.spec,
-                                models=[{"name": m.name, "tier": m.tier} for m in ds.models],
+                                models=ds.model_dicts,
                                 config=TrainConfig(seed=seed, **epochs), progress=False)
     report = evaluate(ds, X, router, seed=seed)
     return {"bench": path.name, "seed": seed, "train_seconds": info["seconds"], "n_test": report["n"],

@@ -333,7 +333,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs, beta=args.beta, decision=args.decision,
                          group_dropout=args.group_dropout, calibration_folds=args.folds)
     router, info = train_router(X, outcomes, train_idx, dev_idx, spec=pipeline.spec,
-                                models=[{"name": m.name, "tier": m.tier} for m in ds.models], config=config,
+                                models=ds.model_dicts, config=config,
                                 progress=not args.no_progress)
     router.meta["training"]["data"] = str(source)
     router.save(args.out)

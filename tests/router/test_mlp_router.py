@@ -33,7 +33,7 @@ def trained(bench, features_config, tmp_path_factory):
     X = featurize(ds, pipeline, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
     train, dev = ds.split("train"), ds.split("dev")
     router, info = train_router(X, Outcomes.from_dataset(ds, train), train, dev, spec=pipeline.spec,
-                                models=[{"name": m.name, "tier": m.tier} for m in ds.models],
+                                models=ds.model_dicts,
                                 config=TrainConfig(seed=0), progress=False)
     path = router.save(tmp_path_factory.mktemp("ckpt") / "router")
     return ds, X, pipeline, router, path, info
@@ -125,7 +125,7 @@ def test_training_is_reproducible(trained, features_config):
     ds, X, pipeline, router, _, info = trained
     again, info2 = train_router(X, Outcomes.from_dataset(ds, ds.split("train")), ds.split("train"),
                                 ds.split("dev"), spec=pipeline.spec,
-                                models=[{"name": m.name, "tier": m.tier} for m in ds.models],
+                                models=ds.model_dicts,
                                 config=TrainConfig(seed=0), progress=False)
     assert info2["best_epoch"] == info["best_epoch"]
     np.testing.assert_allclose(again.predict(X[:16], np.array([0.2, 0.5, 0.3])).utility,

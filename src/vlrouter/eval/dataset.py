@@ -66,6 +66,11 @@ class RoutingDataset:
         return [m.name for m in self.models]
 
     @property
+    def model_dicts(self) -> list[dict[str, str]]:
+        """The models as ``models.json`` and router checkpoints list them: [{"name", "tier"}, ...]."""
+        return [{"name": m.name, "tier": m.tier} for m in self.models]
+
+    @property
     def tiers(self) -> np.ndarray:
         return np.array([m.tier for m in self.models])
 
@@ -165,7 +170,7 @@ def load_dataset(root: str | Path, *, seed: int = 0) -> RoutingDataset:
 def save_dataset(ds: RoutingDataset, root: str | Path) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "models.json").write_text(json.dumps([{"name": m.name, "tier": m.tier} for m in ds.models], indent=1))
+    (root / "models.json").write_text(json.dumps(ds.model_dicts, indent=1))
     with open(root / "queries.jsonl", "w", encoding="utf-8") as f:
         for q in ds.queries:
             f.write(json.dumps({"id": q.id, "text": q.text, "image": q.image, "split": q.split, **q.extra}) + "\n")
