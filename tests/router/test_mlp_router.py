@@ -209,6 +209,23 @@ def test_cost_heads_and_ensemble_mean(trained):
     np.testing.assert_allclose(whole.probs, np.mean([p.probs for p in parts], axis=0), atol=1e-6)
 
 
+def test_a_free_model_is_predicted_to_cost_exactly_nothing(trained):
+    # an additive cost head gave free local models small positive costs that outweighed real quality
+    # differences between edge models (MathVista); the multiplicative head keeps a zero-cost model at zero
+    ds, X, pipeline, _, _, _ = trained
+    train, dev, test = ds.split("train"), ds.split("dev"), ds.split("test")
+    out = Outcomes.from_dataset(ds, train)
+    out.latency, out.energy = out.latency.copy(), out.energy.copy()
+    out.latency[:, 0] = 0.0
+    out.energy[:, 0] = 0.0
+    router, _ = train_router(X, out, train, dev, spec=pipeline.spec, models=ds.model_dicts, progress=False,
+                             config=TrainConfig(seed=0, max_epochs=5, calibration_folds=0, group_dropout=0.3))
+    pred = router.predict(X[test], np.array([0.6, 0.3, 0.1]))
+    assert np.all(pred.latency[:, 0] == 0.0) and np.all(pred.energy[:, 0] == 0.0)
+    assert np.all(pred.latency[:, 1:] > 0.0)
+    np.testing.assert_allclose(pred.latency[:, 1:].mean(0), out.latency[train, 1:].mean(0) / out.refs.lat_ref, rtol=0.5)
+
+
 def test_tau_calibration_keeps_the_default_unless_the_data_says_otherwise(trained):
     from vlrouter.router.mlp import Prediction
     from vlrouter.router.train import calibrate_taus

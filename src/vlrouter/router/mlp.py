@@ -3,7 +3,12 @@
 Network: a trunk over the standardised fused features with three heads per model:
   quality   P(correct) / expected quality (sigmoid), fitted with BCE;
   costs     normalised latency lat/lat_ref and energy E/E_ref (where the data has no latency or
-            energy, its cost stands in, as in ``utility.py``), fitted with squared error;
+            energy, its cost stands in, as in ``utility.py``) as a per-query factor on each model's
+            training mean: c(m | x) = mean(m) * exp(head), fitted with squared error relative to
+            mean(m). Multiplicative because costs are positive and scale with the query (longer
+            prompts cost every model more), and so a free model (a local edge model with cost 0)
+            is predicted to cost exactly 0: an additive head gave free models small positive costs
+            that, on MathVista, outweighed real quality differences between edge models;
   policy    after FiLM conditioning on the scenario vector w (h' = h * (1 + gamma(w)) + beta(w)),
             a softmax over models fitted to the soft scenario labels of ``train.py``.
 FiLM rather than concatenation: w has 3 dimensions next to hundreds of feature dimensions;
@@ -38,14 +43,15 @@ from vlrouter.router.base import Decision, Router, RoutingInput, register
 from vlrouter.router.scenario import PRESETS, Scenario
 from vlrouter.router.utility import UtilityRefs
 
-FORMAT = "vlrouter-mlp-router/2"
+FORMAT = "vlrouter-mlp-router/3"
 DECISIONS = ("utility", "policy")
 torch = import_torch()
 nn = torch.nn
 
 
 class RouterNet(nn.Module):
-    def __init__(self, in_dim: int, n_models: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.1):
+    def __init__(self, in_dim: int, n_models: int, hidden: tuple[int, int] = (256, 128), dropout: float = 0.1,
+                 cost_scale: np.ndarray | None = None):
         super().__init__()
         h1, h2 = hidden
         self.trunk = nn.Sequential(nn.Linear(in_dim, h1), nn.ReLU(), nn.Dropout(dropout),
@@ -55,14 +61,18 @@ class RouterNet(nn.Module):
         nn.init.zeros_(self.film.bias)  # starts as the identity modulation
         self.policy = nn.Linear(h2, n_models)
         self.quality = nn.Linear(h2, n_models)
-        self.costs = nn.Linear(h2, 2 * n_models)  # normalised latency, then energy
+        self.costs = nn.Linear(h2, 2 * n_models)  # log factors on cost_scale: normalised latency, then energy
+        nn.init.zeros_(self.costs.weight)
+        nn.init.zeros_(self.costs.bias)  # starts at each model's training mean
+        scale = np.ones((2, n_models)) if cost_scale is None else np.asarray(cost_scale)
+        self.register_buffer("cost_scale", torch.as_tensor(scale, dtype=torch.float32).reshape(2, n_models))
         self.n_models = n_models
 
     def forward(self, x, w):
         """(policy logits, quality logits, costs (n, 2, models)) for standardised ``x`` and weights ``w``."""
         h = self.trunk(x)
         gamma, beta = self.film(w).chunk(2, dim=-1)
-        costs = self.costs(h).view(-1, 2, self.n_models)
+        costs = self.cost_scale * torch.exp(self.costs(h).view(-1, 2, self.n_models).clamp(-6.0, 6.0))
         return self.policy(torch.relu(h * (1 + gamma) + beta)), self.quality(h), costs
 
 
@@ -135,7 +145,7 @@ class MLPRouter(Router):
                 quality = quality + torch.sigmoid(q)
                 costs = costs + c
             k = len(self.nets)
-            costs = (costs / k).clamp_min(0.0).numpy()
+            costs = (costs / k).numpy()
             return Prediction((probs / k).numpy(), (quality / k).numpy(), costs[:, 0], costs[:, 1], w)
 
     def margins(self, pred: Prediction) -> np.ndarray:
