@@ -39,6 +39,8 @@ METRICS = ("quality", "edge_share", "cost", "rank_score", "utility")
 
 def aggregate(reports: list[dict]) -> dict:
     """Per scenario and policy: mean and std over seeds of each metric (and mean model shares)."""
+    from vlrouter.eval.evaluate import gap_interval
+
     out = {}
     for scenario in reports[0]["scenarios"]:
         out[scenario] = {}
@@ -55,6 +57,14 @@ def aggregate(reports: list[dict]) -> dict:
                           for k in runs[0]["model_shares"]}
                 row["model_shares"] = {k: v for k, v in shares.items() if v > 0}
             out[scenario][policy] = row
+        # the router's paired utility gap to each baseline: seeds share one test split, so the mean gap
+        # gets the mean per-seed standard error (test-split noise), not a pooled one
+        gaps = [r["paired"][scenario] for r in reports if scenario in r.get("paired", {})]
+        if gaps:
+            out[scenario]["paired"] = {
+                b: gap_interval(float(np.mean([g[b]["realised"]["diff"] for g in gaps])),
+                                float(np.mean([g[b]["realised"]["se"] for g in gaps])))
+                for b in gaps[0] if not b.startswith("model:")}
     return out
 
 
@@ -71,12 +81,17 @@ def format_setup(name: str, agg: dict, n_seeds: int, models: list[str]) -> str:
         lines.append(f"\n[{scenario}]")
         lines.append(f"{'policy':<30}{'quality':>16}{'edge%':>14}{'cost $/q':>12}{'rank':>15}{'U':>15}")
         order = [p for p in POLICIES if p in rows] + sorted(p for p in rows if p.startswith("model:"))
+        rows = {p: r for p, r in rows.items() if p != "paired"}
         for p in order:
             r = rows[p]
             lines.append(f"{p:<30}{_pm(r, 'quality'):>16}{_pm(r, 'edge_share', 100, '.1f'):>14}"
                          f"{r.get('cost', float('nan')):>12.2e}{_pm(r, 'rank_score'):>15}{_pm(r, 'utility'):>15}")
         top = sorted(rows["mlp"].get("model_shares", {}).items(), key=lambda kv: -kv[1])
         lines.append("mlp model shares: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
+        paired = agg[scenario].get("paired", {})
+        if paired:
+            lines.append("mlp - baseline, U (95% CI, mean over seeds): " + "; ".join(
+                f"{b} {g['diff']:+.4f} [{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]" for b, g in paired.items()))
     return "\n".join(lines)
 
 

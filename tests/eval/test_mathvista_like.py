@@ -140,12 +140,18 @@ def test_eval_script_table_on_the_fixture(mini, features_config, tmp_path):
     curve = summary["setups"]["all"]["learning_curve"]
     assert [p["train_fraction"] for p in curve] == [0.5, 1.0] and curve[0]["n_train"] == 18
     assert summary["setups"]["all"]["in_sample_group_ceilings"]["meta.task"] == pytest.approx(1.0)  # task decides
-    for run in summary["setups"]["pair"]["group_dropout"]:  # chosen on dev loss, per seed
-        losses = run["dev_loss"]
-        assert set(losses) == {"0.3", "0.8"} and losses[str(run["chosen"])] == min(losses.values())
+    for chosen in summary["setups"]["pair"]["group_dropout"]:  # chosen on dev loss, per seed
+        losses = chosen["dev_loss"]
+        assert set(losses) == {"0.3", "0.8"} and losses[str(chosen["chosen"])] == min(losses.values())
     assert (tmp_path / "out" / "pareto-all.png").stat().st_size > 10_000
     oracle = summary["setups"]["all"]["scenarios"]["quality-only"]["oracle"]["quality"]
     assert oracle == pytest.approx(1.0)  # every fixture query has a right model
+    # the paired gaps, averaged over the seeds, agree with the difference of the mean utilities
+    fast = summary["setups"]["all"]["scenarios"]["fast"]
+    gap = fast["paired"]["knn"]
+    assert gap["diff"] == pytest.approx(fast["mlp"]["utility"] - fast["knn"]["utility"], abs=2e-4)
+    assert gap["ci95"][0] <= gap["diff"] <= gap["ci95"][1]
+    assert "mlp - baseline, U (95% CI, mean over seeds)" in run.stdout
 
 
 def test_eval_script_skips_without_data(tmp_path):
