@@ -81,14 +81,13 @@ def format_setup(name: str, agg: dict, n_seeds: int, models: list[str]) -> str:
         lines.append(f"\n[{scenario}]")
         lines.append(f"{'policy':<30}{'quality':>16}{'edge%':>14}{'cost $/q':>12}{'rank':>15}{'U':>15}")
         order = [p for p in POLICIES if p in rows] + sorted(p for p in rows if p.startswith("model:"))
-        rows = {p: r for p, r in rows.items() if p != "paired"}
         for p in order:
             r = rows[p]
             lines.append(f"{p:<30}{_pm(r, 'quality'):>16}{_pm(r, 'edge_share', 100, '.1f'):>14}"
                          f"{r.get('cost', float('nan')):>12.2e}{_pm(r, 'rank_score'):>15}{_pm(r, 'utility'):>15}")
         top = sorted(rows["mlp"].get("model_shares", {}).items(), key=lambda kv: -kv[1])
         lines.append("mlp model shares: " + ", ".join(f"{k} {v:.0%}" for k, v in top))
-        paired = agg[scenario].get("paired", {})
+        paired = rows.get("paired", {})  # the router's gaps to the baselines (not a policy row)
         if paired:
             lines.append("mlp - baseline, U (95% CI, mean over seeds): " + "; ".join(
                 f"{b} {g['diff']:+.4f} [{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}]" for b, g in paired.items()))
