@@ -310,12 +310,25 @@ def _log_dataset(args: argparse.Namespace):
     return ds, X, pipeline, path
 
 
+def _group_dropout(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0.0 <= v < 1.0 for v in values):
+        raise ConfigError(f"--group-dropout {text!r}: expected probabilities in [0, 1), comma-separated")
+    return values
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from vlrouter.router.train import TrainConfig, train_router
     from vlrouter.router.utility import Outcomes
 
     if (args.data is None) == (args.from_log is None):
         raise ConfigError("give exactly one of --data DIR or --from-log [PATH]")
+    group_dropout = _group_dropout(args.group_dropout)  # checked before the features are computed
     if args.from_log is not None:
         ds, X, pipeline, source = _log_dataset(args)
     else:
@@ -330,8 +343,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         explored = sum(bool(q.extra.get("explore")) for q in ds.queries)
         print(f"partial labels: one outcome per query ({counts}); {explored} explored; "
               "importance-weighted by 1/propensity")
-    config = TrainConfig(seed=args.seed, max_epochs=args.max_epochs, beta=args.beta, decision=args.decision,
-                         group_dropout=args.group_dropout, calibration_folds=args.folds)
+    given = {"max_epochs": args.max_epochs, "beta": args.beta, "decision": args.decision,
+             "group_dropout": group_dropout, "calibration_folds": args.folds}
+    config = TrainConfig(seed=args.seed, **{k: v for k, v in given.items() if v is not None})
     router, info = train_router(X, outcomes, train_idx, dev_idx, spec=pipeline.spec,
                                 models=ds.model_dicts, config=config,
                                 progress=not args.no_progress)
@@ -487,14 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--from-log", type=Path, nargs="?", const=Path("-"), metavar="PATH",
                        help="train from a decision log (default path: log.path of --config)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
-    train.add_argument("--max-epochs", type=int, default=300)
-    train.add_argument("--beta", type=float, default=10.0, help="soft-label sharpness (default 10)")
-    train.add_argument("--decision", choices=["utility", "policy"], default="utility",
+    # unset options keep TrainConfig's defaults (router/train.py), so the CLI trains what the docs describe
+    train.add_argument("--max-epochs", type=int, help="epoch cap per net, early stopping on dev (default 300)")
+    train.add_argument("--beta", type=float, help="soft-label sharpness (default 10)")
+    train.add_argument("--decision", choices=["utility", "policy"],
                        help="utility (default): cloud when the predicted cloud-minus-edge utility margin >= tau; "
                             "policy: ECVL-Router's p_cloud >= tau on the policy head")
-    train.add_argument("--group-dropout", type=float, default=0.8,
-                       help="per-row probability of blanking a whole feature block in training (default 0.8)")
-    train.add_argument("--folds", type=int, default=5,
+    train.add_argument("--group-dropout", metavar="P[,P...]",
+                       help="per-row probability of blanking a whole feature block in training; several "
+                            "comma-separated candidates train one net each and keep the lowest dev loss "
+                            "(default 0.3,0.5,0.8)")
+    train.add_argument("--folds", type=int,
                        help="cross-fitting runs: out-of-fold predictions calibrate tau and the runs join the "
                             "ensemble (default 5; 0 trains one net and calibrates on dev alone)")
     train.set_defaults(func=cmd_train)
