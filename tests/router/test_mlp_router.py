@@ -170,9 +170,14 @@ def test_cli_train_calibrate_eval_and_gateway(trained, bench, features_config, t
                                "backends": {"edge": {"kind": "local", "tier": "edge", "model_path": "x"}}}))
     common = ["--data", str(bench), "--config", str(cfg), "--no-progress", "--cache-dir", str(tmp_path / "c")]
     out = tmp_path / "ckpt"
+    bad = run_cli("train", *common, "--out", str(out), "--group-dropout", "0.3,1.5")
+    assert bad.returncode == 2 and "--group-dropout" in bad.stderr and not out.exists()
     result = run_cli("train", *common, "--out", str(out), "--max-epochs", "40")
     assert result.returncode == 0, result.stderr
     assert "dev quality" in result.stdout
+    # unset options keep TrainConfig's defaults: every group-dropout candidate is tried
+    trained_with = json.loads((out / "router.json").read_text())["training"]["group_dropout"]
+    assert set(trained_with["dev_loss"]) == {str(v) for v in TrainConfig().group_dropout}
     result = run_cli("calibrate", *common, "--router", str(out), "--scenario", "quality", "--target-edge-share", "0.8")
     assert result.returncode == 0, result.stderr
     cal = json.loads((out / "router.json").read_text())["calibration"]["quality"]
