@@ -161,7 +161,7 @@ def learning_curve(args, ds, X, spec, models, outcomes, full_runs) -> list[dict]
             else:
                 sub = np.sort(np.random.default_rng(1000 + seed).permutation(train)[:n_train])
                 config = TrainConfig(seed=seed, max_epochs=args.max_epochs, extra_scenarios={"quality-only": (0, 1, 0)},
-                                     group_dropout=tuple(float(v) for v in args.group_dropout.split(",")))
+                                     group_dropout=args.group_dropout)
                 router, _ = train_router(X, outcomes, sub, dev, spec=spec, models=models, config=config,
                                          progress=False)
             tau = router.threshold_for("quality-only")
@@ -181,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 "(default configs/default.yaml)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--max-epochs", type=int, default=300)
-    ap.add_argument("--group-dropout", default="0.3,0.5,0.8",
+    ap.add_argument("--group-dropout", metavar="P[,P...]",
                     help="candidate probabilities of blanking a feature block per training row; each run keeps "
-                         "the one with the lowest dev loss (test is never used to choose)")
+                         "the one with the lowest dev loss (test is never used to choose; default: "
+                         "TrainConfig's, 0.3,0.5,0.8)")
     ap.add_argument("--setups", default="pair,all", help="comma-separated: pair, all")
     ap.add_argument("--learning-curve", default="0.25,0.5,0.75",
                     help="fractions of the train split for the learning curve of each setup (quality-only, test "
@@ -206,9 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     from vlrouter.eval.featurize import featurize
     from vlrouter.features import FeaturePipeline
     from vlrouter.router.scenario import PRESETS
-    from vlrouter.router.train import TrainConfig, train_router
+    from vlrouter.router.train import TrainConfig, parse_group_dropout, train_router
     from vlrouter.router.utility import Outcomes
 
+    try:  # checked before the features are computed
+        args.group_dropout = (TrainConfig.group_dropout if args.group_dropout is None
+                              else parse_group_dropout(args.group_dropout))
+    except ValueError as e:
+        ap.error(f"--group-dropout: {e}")
     started = time.perf_counter()
     settings = load_settings(args.config)
     ds_all = load_dataset(args.data)
@@ -231,10 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         ds = ds_all.select_models(names)
         outcomes = Outcomes.from_dataset(ds, train)
         models = ds.model_dicts
-        candidates = tuple(float(v) for v in args.group_dropout.split(","))
         runs = []
         for seed in range(args.seeds):
-            config = TrainConfig(seed=seed, max_epochs=args.max_epochs, group_dropout=candidates,
+            config = TrainConfig(seed=seed, max_epochs=args.max_epochs, group_dropout=args.group_dropout,
                                  extra_scenarios={"quality-only": (0, 1, 0)})
             runs.append(train_router(X, outcomes, train, dev, spec=spec, models=models, config=config,
                                      progress=not args.no_progress))

@@ -311,15 +311,12 @@ def _log_dataset(args: argparse.Namespace):
 
 
 def _group_dropout(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
+    from vlrouter.router.train import parse_group_dropout
+
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or not all(0.0 <= v < 1.0 for v in values):
-        raise ConfigError(f"--group-dropout {text!r}: expected probabilities in [0, 1), comma-separated")
-    return values
+        return None if text is None else parse_group_dropout(text)
+    except ValueError as e:
+        raise ConfigError(f"--group-dropout: {e}") from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

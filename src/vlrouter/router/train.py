@@ -68,6 +68,17 @@ class TrainConfig:
     seed: int = 0
 
 
+def parse_group_dropout(text: str) -> tuple[float, ...]:
+    """Group-dropout candidates from a comma-separated list ("0.3,0.5,0.8"); ValueError if any is not in [0, 1)."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0.0 <= v < 1.0 for v in values):
+        raise ValueError(f"group dropout {text!r}: expected probabilities in [0, 1), comma-separated")
+    return values
+
+
 def _scenario_batch(n: int, rng: np.random.Generator, preset_fraction: float) -> np.ndarray:
     w = rng.dirichlet(np.ones(3), size=n)
     presets = np.array(list(PRESETS.values()))
