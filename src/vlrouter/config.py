@@ -21,12 +21,16 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from vlrouter.errors import VLRouterError
+
 DEFAULT_CONFIG = Path("configs/default.yaml")
 TIERS = ("edge", "cloud")
 
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the offending fields."""
+class ConfigError(VLRouterError, ValueError):
+    """The configuration (or a command's arguments) is invalid; the message names the offending fields."""
+
+    code = "invalid_config"
 
 
 class _Strict(BaseModel):

@@ -17,7 +17,7 @@ from vlrouter.backends import build_backend
 from vlrouter.config import Settings
 from vlrouter.features import FeaturePipeline
 from vlrouter.meters.energy import EnergyLedger, build_ledger
-from vlrouter.router import build_router
+from vlrouter.router import router_from_settings
 from vlrouter.telemetry.decision_log import DecisionLog
 from vlrouter.telemetry.metrics import Metrics
 
@@ -25,16 +25,12 @@ log = logging.getLogger("vlrouter")
 
 
 def load_router(settings: Settings, features: FeaturePipeline | None):
-    """The configured policy; a trained one is loaded from its checkpoint and checked against the features."""
-    if settings.routing.checkpoint is None:
-        return build_router(settings.routing.policy)
-    from vlrouter.router.mlp import MLPRouter
-
-    if features is None:
-        raise RuntimeError("routing.checkpoint needs features.enabled: true (the router scores fused features)")
-    router = MLPRouter.load(settings.routing.checkpoint, expected_spec=features.spec)
-    log.info("router: %s from %s (tau fast/quality/energy = %s)", router.name, settings.routing.checkpoint,
-             "/".join(f"{router.thresholds[k]:.2f}" for k in ("fast", "quality", "energy")))
+    """The configured policy, through the one router factory (a checkpoint is checked against the features)."""
+    router = router_from_settings(settings.routing, None if features is None else features.spec)
+    thresholds = getattr(router, "thresholds", None)
+    if thresholds:
+        log.info("router: %s from %s (tau fast/quality/energy = %s)", router.name, settings.routing.checkpoint,
+                 "/".join(f"{thresholds[k]:.2f}" for k in ("fast", "quality", "energy")))
     return router
 
 

@@ -1,9 +1,9 @@
-"""The router contract: a typed input, a typed decision, one abstract method, a registry.
+"""The router contract: a typed input, a typed decision and one abstract method.
 
 A router scores how much a query would gain from the cloud tier (``cloud_benefit`` in [0, 1]);
 the base class compares that with the scenario's threshold tau(w) = w . (tau_speed, tau_quality,
 tau_energy) and returns a ``Decision``. Trained routers replace the baseline through the same
-interface (``ROUTERS`` maps a policy name to its class).
+interface; ``router.factory.ROUTERS`` maps a policy name to its constructor.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class RoutingInput:
 
 @dataclass(frozen=True)
 class Decision:
+    """A router's choice: the tier (and model, for routers that pick one), the threshold it was
+    compared with, the scores behind it and a one-line reason."""
+
     tier: str
     policy: str
     threshold: float
@@ -37,6 +40,8 @@ class Decision:
 
 
 class Router(ABC):
+    """A routing policy: ``cloud_benefit`` scores a query, ``route`` turns the score into a ``Decision``."""
+
     name: ClassVar[str]
     # Per-scenario-corner thresholds; tau(w) is their w-weighted mix.
     taus: tuple[float, float, float] = (0.85, 0.45, 0.75)
@@ -55,19 +60,3 @@ class Router(ABC):
         scores = {"cloud_benefit": round(benefit, 4), **{k: round(v, 4) for k, v in parts.items()}}
         reason = f"cloud_benefit {benefit:.3f} {'>=' if tier == 'cloud' else '<'} tau {tau:.3f} ({query.scenario})"
         return Decision(tier=tier, policy=self.name, threshold=round(tau, 4), scores=scores, reason=reason)
-
-
-ROUTERS: dict[str, type[Router]] = {}
-
-
-def register(cls: type[Router]) -> type[Router]:
-    ROUTERS[cls.name] = cls
-    return cls
-
-
-def build_router(policy: str, **kwargs: Any) -> Router:
-    try:
-        cls = ROUTERS[policy]
-    except KeyError:
-        raise ValueError(f"unknown routing policy {policy!r}; known: {sorted(ROUTERS)}") from None
-    return cls(**kwargs)

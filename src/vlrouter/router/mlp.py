@@ -39,7 +39,7 @@ import numpy as np
 
 from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
-from vlrouter.router.base import Decision, Router, RoutingInput, register
+from vlrouter.router.base import Decision, Router, RoutingInput
 from vlrouter.router.scenario import PRESETS, Scenario
 from vlrouter.router.utility import UtilityRefs
 
@@ -102,7 +102,6 @@ def corner_taus(preset_taus: dict[str, float]) -> np.ndarray:
     return np.linalg.solve(preset_matrix(), target)
 
 
-@register
 class MLPRouter(Router):
     name = "mlp"
 

@@ -1,4 +1,4 @@
-"""Baseline policy until the trained router lands: ``complexity-rule``.
+"""The rule-based baseline policy ``complexity-rule`` (no features, no training):
 
 cloud_benefit = clip(0.10 + 0.25*[has image] + 0.35*min(1, prompt_words/300)
                      + 0.30*[reasoning cue], 0, 1)
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from vlrouter.router.base import Router, RoutingInput, register
+from vlrouter.router.base import Router, RoutingInput
 
 _REASONING = re.compile(
     r"\b(why|explain|prove|derive|calculate|compute|solve|step[- ]by[- ]step|compare|analy[sz]e|"
@@ -22,7 +22,6 @@ _REASONING = re.compile(
 )
 
 
-@register
 class ComplexityRuleRouter(Router):
     name = "complexity-rule"
 
