@@ -10,16 +10,12 @@ this is a no-op.
 
 from __future__ import annotations
 
-import os
-
 _LIBRARY = None  # keep the torch.library.Library alive for the life of the process
 
 
 def import_torch():
-    """Return the torch module with torchvision's operator schemas present."""
+    """Import and return torch, with torchvision's operator schemas present (see the module docstring)."""
     global _LIBRARY
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub as a side effect
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     try:
@@ -29,10 +25,4 @@ def import_torch():
             _LIBRARY = torch.library.Library("torchvision", "DEF")
             _LIBRARY.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
             _LIBRARY.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    try:  # weight-loading progress bars are noise in a server log
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
     return torch
