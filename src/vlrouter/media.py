@@ -21,12 +21,16 @@ from urllib.parse import urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from vlrouter.config import ImageLimits
+from vlrouter.errors import VLRouterError
 
 
-class MediaError(ValueError):
+class MediaError(VLRouterError, ValueError):
+    """An image that is malformed (400), too large (413) or not allowed; ``code`` says which."""
+
+    status = 400
+
     def __init__(self, message: str, *, code: str, status: int = 400, param: str | None = None):
-        super().__init__(message)
-        self.message, self.code, self.status, self.param = message, code, status, param
+        super().__init__(message, status=status, code=code, param=param)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from vlrouter.backends.base import BackendRejected, GenerationRequest, Message
 from vlrouter.backends.local import LocalVLMBackend, ModelLoadError
 from vlrouter.config import LocalBackendConfig
 from vlrouter.media import decode_image_bytes
+from vlrouter.meters.energy import EnergyLedger
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,9 @@ def demo_vlm(tmp_path_factory) -> Path:
     return build_demo_vlm(tmp_path_factory.mktemp("demo") / "demo-vlm")
 
 
-def backend(path: Path) -> LocalVLMBackend:
-    return LocalVLMBackend("edge", LocalBackendConfig(kind="local", tier="edge", model_path=path, threads=2))
+def backend(path: Path, energy: EnergyLedger | None = None) -> LocalVLMBackend:
+    config = LocalBackendConfig(kind="local", tier="edge", model_path=path, threads=2)
+    return LocalVLMBackend("edge", config, energy=energy)
 
 
 @pytest.mark.slow
@@ -71,3 +73,20 @@ def test_context_overflow_is_rejected(tiny_vlm):
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match=r"backends\.edge\.model_path"):
         asyncio.run(backend(tmp_path / "nothing").start())
+
+
+def test_the_ledger_given_at_construction_meters_each_generation(tiny_vlm):
+    counter = iter(range(0, 10**6, 5))  # a cumulative joule counter that moves 5 J a read
+    ledger = EnergyLedger(lambda: float(next(counter)), "estimate")
+
+    async def go():
+        b = backend(tiny_vlm, energy=ledger)
+        await b.start()
+        try:
+            return await b.generate(GenerationRequest(messages=[Message("user", ["hi"])], max_tokens=2))
+        finally:
+            await b.aclose()
+
+    reading = asyncio.run(go()).energy
+    assert reading is not None and reading.joules == 5.0
+    assert (reading.source, reading.attribution) == ("estimate", "exclusive")

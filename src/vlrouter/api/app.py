@@ -4,72 +4,90 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from vlrouter import __version__
 from vlrouter.api.errors import install_error_handlers
+from vlrouter.api.inputs import InputDecoder
 from vlrouter.api.middleware import BodyLimitMiddleware, DecisionLogMiddleware, RequestIdMiddleware
+from vlrouter.api.pipeline import Gateway
 from vlrouter.api.routes import api, open_routes
-from vlrouter.api.serving import Gateway
 from vlrouter.backends import build_backend
-from vlrouter.config import Settings
+from vlrouter.backends.base import Backend
+from vlrouter.backends.fallback import CircuitBreaker, Dispatcher
+from vlrouter.config import LocalBackendConfig, Settings
 from vlrouter.features import FeaturePipeline
 from vlrouter.meters.energy import EnergyLedger, build_ledger
-from vlrouter.router import router_from_settings
+from vlrouter.router import Router, parse_scenario, router_from_settings
+from vlrouter.router.planner import BackendRef, Planner
 from vlrouter.telemetry.decision_log import DecisionLog
 from vlrouter.telemetry.metrics import Metrics
+from vlrouter.telemetry.recorder import Recorder
 
 log = logging.getLogger("vlrouter")
 
 
-def load_router(settings: Settings, features: FeaturePipeline | None):
-    """The configured policy, through the one router factory (a checkpoint is checked against the features)."""
-    router = router_from_settings(settings.routing, None if features is None else features.spec)
-    thresholds = getattr(router, "thresholds", None)
-    if thresholds:
-        log.info("router: %s from %s (tau fast/quality/energy = %s)", router.name, settings.routing.checkpoint,
-                 "/".join(f"{thresholds[k]:.2f}" for k in ("fast", "quality", "energy")))
-    return router
-
-
-def build_energy(settings: Settings, backends: dict) -> EnergyLedger | None:
-    """This process' energy meter, handed to the in-process backends (remote ones report or are estimated)."""
-    local = [b for b in backends.values() if getattr(b, "kind", "") == "local"]
-    if not settings.energy.enabled or not local:
-        return None
+def build_energy(settings: Settings) -> EnergyLedger | None:
+    """This process' energy meter for the in-process backends (remote ones report or are estimated)."""
     cfg = settings.energy
+    if not cfg.enabled or not any(isinstance(b, LocalBackendConfig) for b in settings.backends.values()):
+        return None
     ledger = build_ledger(prefer_gpu=cfg.prefer_gpu, powercap_root=cfg.powercap_root, i2c_root=cfg.i2c_root,
                           watts_per_core=cfg.watts_per_core, sample_interval_s=cfg.sample_interval_s)
     log.info("energy: local generations metered by %s", ledger.source)
-    for backend in local:
-        backend.energy = ledger
     return ledger
 
 
+def build_gateway(settings: Settings, backends: dict[str, Backend], router: Router, *, metrics: Metrics,
+                  features: FeaturePipeline | None = None, decision_log: DecisionLog | None = None,
+                  standins: frozenset[str] = frozenset(), energy: EnergyLedger | None = None) -> Gateway:
+    """Wire the serving objects around started backends and a router."""
+    routing = settings.routing
+    planner = Planner([BackendRef(n, b.tier, b.model) for n, b in backends.items()], fallback=routing.fallback,
+                      explore=routing.explore, rng=random.Random(routing.explore_seed))
+    breakers = {name: CircuitBreaker(settings.backends[name].circuit) for name in backends}
+    recorder = Recorder(metrics, decision_log, feature_spec_version=features.spec.version if features else None)
+    http = httpx.AsyncClient()
+    decoder = InputDecoder(settings, http, parse_scenario(routing.default_scenario))
+    return Gateway(settings=settings, backends=backends, router=router, planner=planner,
+                   dispatcher=Dispatcher(backends, breakers), recorder=recorder, decoder=decoder, http=http,
+                   features=features, standins=standins, energy=energy)
+
+
+def load_router(settings: Settings, features: FeaturePipeline | None) -> Router:
+    """The configured policy, through the one router factory (a checkpoint is checked against the features)."""
+    router = router_from_settings(settings.routing, None if features is None else features.spec)
+    log.info("router: %s", router.describe())
+    return router
+
+
 def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> FastAPI:
+    """The gateway app for ``settings``; ``standins`` names backends served by a local stand-in."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        backends = {name: build_backend(name, cfg, standin=name in standins)
+        energy = build_energy(settings)
+        backends = {name: build_backend(name, cfg, standin=name in standins, energy=energy)
                     for name, cfg in settings.backends.items()}
         features = None
         decision_log = DecisionLog(settings.log.path, log_content=settings.log.log_content) \
             if settings.log.enabled else None
         try:
-            metrics = Metrics()
             # One after the other: first imports of transformers' lazy modules and open_clip's
             # registry are not safe to run concurrently from two threads.
             for backend in backends.values():
                 await backend.start()
+            metrics = Metrics()
             if settings.features.enabled:
                 features = await asyncio.to_thread(FeaturePipeline, settings.features, metrics)
                 log.info("features: %s", features.spec.describe())
-            gateway = Gateway.create(settings, backends, load_router(settings, features),
-                                     metrics=metrics, features=features, standins=standins)
-            gateway.decision_log = decision_log
-            gateway.energy = build_energy(settings, backends)
-            app.state.gateway = gateway
+            app.state.gateway = build_gateway(settings, backends, load_router(settings, features), metrics=metrics,
+                                              features=features, decision_log=decision_log, standins=standins,
+                                              energy=energy)
             for name, b in backends.items():
                 label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""
                 log.info("backend %s: tier=%s kind=%s model=%s%s", name, b.tier, b.kind, b.model, label)

@@ -1,6 +1,8 @@
-"""One OpenAI-shaped error body for every failure, request validation included.
+"""One OpenAI-shaped error body for every failure, request validation and in-stream errors included.
 
-``{"error": {"message", "type", "param", "code"}}`` with the matching 4xx/5xx status.
+``{"error": {"message", "type", "param", "code"}}`` with the matching 4xx/5xx status. Any exception
+becomes a ``VLRouterError`` in ``as_error`` (unknown ones are logged and become a 500), and
+``error_payload`` shapes it: the handlers, the body-limit middleware and the SSE stream all use these two.
 """
 
 from __future__ import annotations
@@ -12,76 +14,57 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vlrouter.backends.base import BackendError, BackendRejected
-from vlrouter.media import MediaError
+from vlrouter.errors import RequestError, VLRouterError
 from vlrouter.protocol import ErrorDetail, ErrorResponse
-from vlrouter.router.scenario import ScenarioError
 
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error"}
+_TYPES = {429: "rate_limit_error"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-class APIError(Exception):
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
-def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorDetail(
-        message=message, type=_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
-        param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-def to_api_error(exc: Exception) -> APIError:
-    """Translate the domain errors that can reach the API boundary."""
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, MediaError):
-        return APIError(exc.status, exc.message, code=exc.code, param=exc.param)
-    if isinstance(exc, ScenarioError):
-        return APIError(400, str(exc), code="invalid_scenario", param="scenario")
-    if isinstance(exc, BackendRejected):
-        return APIError(exc.status, str(exc), code="backend_rejected")
-    if isinstance(exc, BackendError):
-        return APIError(503, str(exc), code="backend_unavailable")
-    log.exception("unhandled error", exc_info=exc)
-    return APIError(500, "internal server error", code="internal_error")
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str]:
-    errors = exc.errors()
+def validation_error(errors: list[dict]) -> RequestError:
+    """A 400 naming the first field that pydantic (or FastAPI's body parsing) rejected."""
     if not errors:
-        return "invalid request", None, "invalid_request"
+        return RequestError(400, "invalid request", code="invalid_request")
     first = errors[0]
     if first.get("type") == "json_invalid":
-        return f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}".strip(), None, "invalid_json"
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    return f"{param or 'body'}: {first.get('msg')}", param, "invalid_value"
+        message = f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}".strip()
+        return RequestError(400, message, code="invalid_json")
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    return RequestError(400, f"{param or 'body'}: {first.get('msg')}", code="invalid_value", param=param)
+
+
+def as_error(exc: BaseException) -> VLRouterError:
+    """The project error an exception stands for (500 ``internal_error`` for anything unexpected)."""
+    if isinstance(exc, VLRouterError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return validation_error(list(exc.errors()))
+    if isinstance(exc, StarletteHTTPException):
+        return RequestError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+    log.exception("unhandled error", exc_info=exc)
+    return VLRouterError("internal server error")
+
+
+def error_payload(err: VLRouterError) -> dict:
+    """The OpenAI error object for ``err`` (``type`` follows the status class)."""
+    kind = _TYPES.get(err.status, "server_error" if err.status >= 500 else "invalid_request_error")
+    return ErrorResponse(error=ErrorDetail(message=err.message, type=kind, param=err.param,
+                                           code=err.code)).model_dump()
+
+
+def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON response for any exception."""
+    err = as_error(exc)
+    return JSONResponse(error_payload(err), status_code=err.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError):
-        return error_response(exc.status, exc.message, code=exc.code, param=exc.param)
+    """Route every exception FastAPI sees through ``error_response``."""
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        message, param, code = _validation_message(exc)
-        return error_response(400, message, code=code, param=param)
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(exc, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return error_response(exc.status_code, str(exc.detail), code=code, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception):
-        err = to_api_error(exc)
-        return error_response(err.status, err.message, code=err.code, param=err.param)
+    for kind in (VLRouterError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)

@@ -7,7 +7,8 @@ import re
 import time
 import uuid
 
-from vlrouter.api.errors import APIError, error_response
+from vlrouter.api.errors import error_response
+from vlrouter.errors import RequestError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -48,7 +49,7 @@ class BodyLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         message = f"request body exceeds {self.max_bytes} bytes"
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            response = error_response(413, message, code="request_too_large")
+            response = error_response(RequestError(413, message, code="request_too_large"))
             return await response(scope, receive, send)
         seen = 0
 
@@ -58,7 +59,7 @@ class BodyLimitMiddleware:
             if event["type"] == "http.request":
                 seen += len(event.get("body", b""))
                 if seen > self.max_bytes:
-                    raise APIError(413, message, code="request_too_large")
+                    raise RequestError(413, message, code="request_too_large")
             return event
 
         await self.app(scope, limited_receive, send)
@@ -68,11 +69,12 @@ LOGGED_ROUTES = {("POST", "/v1/chat/completions"): "chat", ("POST", "/infer"): "
 
 
 class DecisionLogMiddleware:
-    """Exactly one decision-log row per request to a logged route, however the request ends.
+    """Exactly one decision record per request to a logged route, however the request ends.
 
-    The serving layer fills ``scope["state"]["log_row"]``; this middleware adds the status, error
-    code and end-to-end time when the response has been sent (streams included) or the client has
-    gone, and queues the row. Requests rejected before serving (bad JSON, 401, 413) are logged too.
+    The record is opened here (``scope["state"]["record"]``), filled by the serving pipeline through
+    the gateway's ``Recorder``, and closed here with the status, error code and end-to-end time once
+    the response has been sent (streams included) or the client has gone. Requests rejected before
+    serving (bad JSON, 401, 413) are logged too.
     """
 
     def __init__(self, app):
@@ -81,11 +83,11 @@ class DecisionLogMiddleware:
     async def __call__(self, scope, receive, send):
         endpoint = LOGGED_ROUTES.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None
         gateway = getattr(scope["app"].state, "gateway", None) if endpoint else None
-        decision_log = getattr(gateway, "decision_log", None)
-        if decision_log is None:
+        state = scope.setdefault("state", {})
+        rec = gateway.recorder.open(endpoint, state.get("request_id")) if gateway is not None else None
+        if rec is None:
             return await self.app(scope, receive, send)
-        row: dict = {"endpoint": endpoint}
-        scope.setdefault("state", {})["log_row"] = row
+        state["record"] = rec
         started = time.perf_counter()
         status, error_body = 500, []
 
@@ -97,17 +99,21 @@ class DecisionLogMiddleware:
                 error_body.append(message.get("body", b""))
             await send(message)
 
+        error_code = None
         try:
             await self.app(scope, receive, observe)
         except BaseException:
-            row.setdefault("error_code", "client_disconnected" if status < 400 else "internal_error")
+            error_code = "client_disconnected" if status < 400 else "internal_error"
             raise
         finally:
-            if status >= 400 and "error_code" not in row:
-                try:
-                    row["error_code"] = json.loads(b"".join(error_body))["error"]["code"]
-                except (ValueError, KeyError, TypeError):
-                    row["error_code"] = None
-            row.update(request_id=scope["state"].get("request_id"), status=status,
-                       e2e_ms=round((time.perf_counter() - started) * 1000, 3))
-            decision_log.record(row)
+            if status >= 400 and error_code is None:
+                error_code = _error_code(b"".join(error_body))
+            gateway.recorder.close(rec, status=status, e2e_ms=round((time.perf_counter() - started) * 1000, 3),
+                                   error_code=error_code)
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from vlrouter.api.errors import APIError
-from vlrouter.api.serving import AUTO_MODEL, ChatServing, Gateway
+from vlrouter.api.inputs import InputDecoder, Query
+from vlrouter.api.pipeline import Answer, Gateway, Pipeline
+from vlrouter.api.responses import chat_completion, infer_response, routing_headers
+from vlrouter.api.sse import chat_stream
 from vlrouter.config import TIERS
+from vlrouter.errors import RequestError
 from vlrouter.protocol import ChatCompletionRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList
+from vlrouter.router.planner import AUTO_MODEL
 
 
 def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
+
+
+def pipeline(request: Request) -> Pipeline:
+    """The serving pipeline for this request, with its decision record (opened by the middleware)."""
+    return Pipeline(gateway(request), getattr(request.state, "record", None))
 
 
 def require_key(request: Request) -> None:
@@ -24,35 +34,49 @@ def require_key(request: Request) -> None:
         return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise APIError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+        raise RequestError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
     if not any(hmac.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys):
-        raise APIError(401, "incorrect API key", code="invalid_api_key")
+        raise RequestError(401, "incorrect API key", code="invalid_api_key")
 
 
 api = APIRouter(dependencies=[Depends(require_key)])
 open_routes = APIRouter()
 
 
+async def serve(request: Request, decode: Callable[[InputDecoder], Awaitable[Query]],
+                shape: Callable[[Answer], dict]) -> Response:
+    """Both endpoints: decode the wire request, serve it through the pipeline, shape the answer."""
+    run = pipeline(request)
+    try:
+        query = await decode(run.gw.decoder)
+    except Exception as exc:
+        raise run.failed(exc, None) from exc
+    if query.stream:
+        return chat_stream(await run.open_stream(query))
+    answer = await run.answer(query)
+    return JSONResponse(shape(answer), headers=routing_headers(answer.routed, answer.backend, answer.attempts))
+
+
 @api.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    return await ChatServing(gateway(request)).chat(body, request)
+    return await serve(request, lambda decoder: decoder.chat(body, request), chat_completion)
 
 
 @api.post("/infer")
 async def infer(request: Request):
-    return await ChatServing(gateway(request)).infer(request)
+    return await serve(request, lambda decoder: decoder.infer(request), infer_response)
 
 
 @api.post("/v1/feedback")
 async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
     """Attach a quality score to a logged answer; ``vlrouter train --from-log`` learns from it."""
-    decision_log = gateway(request).decision_log
+    decision_log = gateway(request).recorder.log
     if decision_log is None:
-        raise APIError(409, "the decision log is disabled (log.enabled: false): feedback has nowhere to go",
+        raise RequestError(409, "the decision log is disabled (log.enabled: false): feedback has nowhere to go",
                        code="log_disabled")
     request_id = body.request_id.removeprefix("chatcmpl-")
     if not await asyncio.to_thread(decision_log.knows, request_id):
-        raise APIError(404, f"no logged request with id {body.request_id!r}", code="request_not_found",
+        raise RequestError(404, f"no logged request with id {body.request_id!r}", code="request_not_found",
                        param="request_id")
     decision_log.add_feedback(request_id, body.score, body.comment)
     return FeedbackResponse(request_id=request_id, score=body.score)
@@ -62,7 +86,8 @@ async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
 async def models(request: Request) -> ModelList:
     gw = gateway(request)
     cards = [ModelCard(id=AUTO_MODEL, owned_by="vlrouter", kind="router")]
-    cards += [ModelCard(id=t, owned_by="vlrouter", tier=t, kind="tier") for t in TIERS if gw.first_of_tier(t)]
+    cards += [ModelCard(id=t, owned_by="vlrouter", tier=t, kind="tier") for t in TIERS
+              if gw.planner.first_of_tier(t)]
     for name, b in gw.backends.items():
         standin = name in gw.standins
         cards.append(ModelCard(id=b.model, owned_by="vlrouter-standin" if standin else "vlrouter",
@@ -86,4 +111,5 @@ async def readyz(request: Request) -> JSONResponse:
 @open_routes.get("/metrics")
 async def metrics(request: Request) -> Response:
     gw = gateway(request)
-    return Response(gw.metrics.render(), media_type=gw.metrics.content_type)
+    metrics = gw.recorder.metrics
+    return Response(metrics.render(), media_type=metrics.content_type)

@@ -1,12 +1,17 @@
 """The ``Backend`` protocol (generate / stream / health) and the backend error tree.
 
-Errors, translated at the boundary (``raise BackendTimeout(...) from exc``)::
+Backend errors are ``VLRouterError`` s (``vlrouter.errors``): the API shapes them from their
+``status`` and ``code``. Each backend translates its own failures at the boundary
+(``raise BackendTimeout(...) from exc``)::
 
-    BackendError
-     ├── BackendUnavailable     connection refused, 5xx, circuit open   -> fallback
-     │    ├── BackendTimeout    connect / first-token / total deadline  -> fallback
-     │    └── BackendOverloaded 429 after retries                       -> fallback
-     └── BackendRejected        the backend refused this request (4xx)  -> no fallback (502)
+    VLRouterError
+     └── BackendError               503 backend_unavailable
+          ├── BackendUnavailable    refused connection, 5xx, bad response, model crashed -> fallback
+          │    ├── BackendTimeout     connect / first-token / total deadline              -> fallback
+          │    ├── BackendOverloaded  429 after retries                                   -> fallback
+          │    └── AllBackendsFailed  (fallback) no backend of the chain answered, or circuits open
+          └── BackendRejected       backend_rejected: the backend refused this request    -> no fallback
+                                    (400 from a local model, 502 when an upstream answered 4xx)
 
 Fallback catches ``BackendUnavailable`` only: a request the other tier would refuse just as well
 is not retried there.
@@ -18,29 +23,40 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from vlrouter.errors import VLRouterError
 from vlrouter.media import DecodedImage
 from vlrouter.meters.energy import EnergyReading
 
 
-class BackendError(Exception):
+class BackendError(VLRouterError):
+    """A backend could not answer; ``backend`` names it (empty where no single backend is to blame)."""
+
+    status = 503
+    code = "backend_unavailable"
+
     def __init__(self, message: str, *, backend: str = ""):
         super().__init__(message)
         self.backend = backend
 
 
 class BackendUnavailable(BackendError):
-    pass
+    """The backend is down, failing or answered nonsense: another tier may answer instead."""
 
 
 class BackendTimeout(BackendUnavailable):
-    pass
+    """A connect, first-token or total deadline passed."""
 
 
 class BackendOverloaded(BackendUnavailable):
-    pass
+    """The backend kept answering 429 (rate limited) through all retries."""
 
 
 class BackendRejected(BackendError):
+    """The backend refused this very request; ``status`` is what the client gets (no fallback)."""
+
+    status = 400
+    code = "backend_rejected"
+
     def __init__(self, message: str, *, backend: str = "", status: int = 400):
         super().__init__(message, backend=backend)
         self.status = status
@@ -64,6 +80,8 @@ class Message:
 
 @dataclass
 class GenerationRequest:
+    """What every backend is asked: the chat, already decoded, and the sampling parameters."""
+
     messages: list[Message]
     max_tokens: int
     temperature: float = 0.0
@@ -83,6 +101,8 @@ class GenerationRequest:
 
 @dataclass
 class Generation:
+    """A finished answer with its token counts, timing and (where known) energy."""
+
     text: str
     finish_reason: str | None
     prompt_tokens: int
@@ -140,9 +160,20 @@ def usage_energy(usage: dict) -> EnergyReading | None:
 
 @runtime_checkable
 class Backend(Protocol):
+    """What the gateway needs of a model: identity, lifecycle, generate / stream and a health probe.
+
+    ``metered`` says whether the backend measures the energy of its own generations (a local backend
+    given an energy ledger); the energy a remote vlrouter reports arrives on ``Generation.energy``
+    either way, and the gateway estimates the rest.
+    """
+
     name: str
-    tier: str
+    tier: str  # "edge" | "cloud"
+    kind: str  # "local" (in-process model) | "openai" (an OpenAI-compatible HTTP server)
     model: str  # the model name reported to clients
+
+    @property
+    def metered(self) -> bool: ...
 
     async def start(self) -> None: ...
 
@@ -180,6 +211,7 @@ class StopTrimmer:
         return n
 
     def feed(self, text: str) -> str:
+        """The part of the text so far that is sure to be output (nothing once stopped)."""
         if self.stopped:
             return ""
         self.buffer += text
@@ -195,6 +227,7 @@ class StopTrimmer:
         return out
 
     def flush(self) -> str:
+        """At the end of the stream: the held-back text, cut at a stop sequence if one completed."""
         if self.stopped:
             return ""
         cut = self._earliest_match()

@@ -3,7 +3,8 @@
 The chain is the chosen backend followed by (at most) one backend of the other tier. A backend whose
 circuit is open is skipped without a network round trip. Only ``BackendUnavailable`` (timeouts,
 refused connections, 5xx, 429) moves on down the chain; once a stream has produced its first
-token the response is committed to that backend.
+token the response is committed to that backend. When the whole chain fails, ``AllBackendsFailed``
+(503 ``backend_unavailable``) carries what each backend said.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class Attempts:
 
 
 class AllBackendsFailed(BackendUnavailable):
+    """No backend of the chain answered (each failed or had its circuit open): 503 ``backend_unavailable``."""
+
+    status = 503
+    code = "backend_unavailable"
+
     def __init__(self, attempts: Attempts):
         detail = "; ".join(f"{name}: {err}" for name, err in attempts.failed)
         super().__init__(f"no backend could answer ({detail})")
@@ -62,17 +68,21 @@ class AllBackendsFailed(BackendUnavailable):
 
 
 class Dispatcher:
+    """Runs a request down a chain of backend names, minding each backend's circuit breaker."""
+
     def __init__(self, backends: dict[str, Backend], breakers: dict[str, CircuitBreaker]):
         self.backends = backends
         self.breakers = breakers
 
     def _usable(self, name: str, attempts: Attempts) -> Backend | None:
+        """The backend, or None (noted in ``attempts``) while its circuit is open."""
         if not self.breakers[name].allow():
             attempts.failed.append((name, "circuit open"))
             return None
         return self.backends[name]
 
     async def generate(self, chain: list[str], request: GenerationRequest) -> tuple[Generation, Backend, Attempts]:
+        """The first answer down the chain, the backend that gave it and the failures before it."""
         attempts = Attempts()
         for name in chain:
             backend = self._usable(name, attempts)
@@ -91,7 +101,8 @@ class Dispatcher:
     async def open_stream(
         self, chain: list[str], request: GenerationRequest
     ) -> tuple[Backend, AsyncIterator[StreamDelta], Attempts]:
-        """Return a stream that has already produced its first delta (replayed first)."""
+        """A stream that has already produced its first delta (replayed first), so a failure before
+        the first token can still fall back; with the backend that gives it and the failures before it."""
         attempts = Attempts()
         for name in chain:
             backend = self._usable(name, attempts)
@@ -113,6 +124,7 @@ class Dispatcher:
 
 
 async def _replay(first: StreamDelta, rest: AsyncIterator[StreamDelta]) -> AsyncIterator[StreamDelta]:
+    """``first`` and then the rest of the stream, closing the stream however the consumer stops."""
     try:
         yield first
         async for delta in rest:

@@ -4,7 +4,8 @@ Generation runs on one dedicated worker thread (requests queue there rather than
 cores); tokens come back through a ``TextIteratorStreamer`` subclass that hands each finalised piece
 of text to the event loop. TTFT is measured when the first text arrives, which lags the first token
 by about one token because the streamer releases whole words. ``generate`` is the stream collected,
-so both paths share stop handling, timeouts and cancellation.
+so both paths share stop handling, timeouts and cancellation. Given an energy ledger, each
+generation is measured over its own window on the worker (queue time is not charged).
 """
 
 from __future__ import annotations
@@ -31,16 +32,18 @@ from vlrouter.backends.base import (
     collect,
 )
 from vlrouter.config import LocalBackendConfig
+from vlrouter.meters.energy import EnergyLedger
 
 log = logging.getLogger(__name__)
 _END = object()
 
 
 class ModelLoadError(RuntimeError):
-    pass
+    """``model_path`` holds no loadable model (raised by ``start``)."""
 
 
 def _make_streamer(tokenizer, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue):
+    """A ``TextIteratorStreamer`` that puts each finalised piece of text on ``queue`` from the worker thread."""
     from transformers import TextIteratorStreamer
 
     class _LoopStreamer(TextIteratorStreamer):
@@ -52,9 +55,12 @@ def _make_streamer(tokenizer, loop: asyncio.AbstractEventLoop, queue: asyncio.Qu
 
 
 class LocalVLMBackend:
+    """A local transformers VLM behind the ``Backend`` protocol; ``energy`` is this process' meter
+    (None: generations are not metered)."""
+
     kind = "local"
 
-    def __init__(self, name: str, config: LocalBackendConfig):
+    def __init__(self, name: str, config: LocalBackendConfig, *, energy: EnergyLedger | None = None):
         self.name = name
         self.tier = config.tier
         self.config = config
@@ -64,7 +70,16 @@ class LocalVLMBackend:
         self._processor: Any = None
         self._device = "cpu"
         self._max_positions: int | None = None
-        self.energy = None  # meters.energy.EnergyLedger of this process, set by the app (None: not metered)
+        self._energy = energy
+
+    @property
+    def energy(self) -> EnergyLedger | None:
+        """The ledger given at construction (read-only: a backend is metered from the start or never)."""
+        return self._energy
+
+    @property
+    def metered(self) -> bool:
+        return self._energy is not None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -106,6 +121,7 @@ class LocalVLMBackend:
 
     # ------------------------------------------------------------------ generation
     def _inputs(self, request: GenerationRequest):
+        """The processor's tensors for the chat (``developer`` becomes ``system``), on the model's device."""
         chat, images = [], []
         for message in request.messages:
             content = []
@@ -121,6 +137,7 @@ class LocalVLMBackend:
         return inputs.to(self._device)
 
     def _run(self, request: GenerationRequest, streamer, cancel: threading.Event, out: dict) -> None:
+        """One generation on the worker thread; token counts and finish reason go into ``out``."""
         torch = import_torch()
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -162,17 +179,15 @@ class LocalVLMBackend:
         hit_eos = bool(new) and new[-1] in eos_ids
         out["finish_reason"] = "length" if len(new) >= request.max_tokens and not hit_eos else "stop"
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
-        if self._model is None:
-            raise BackendUnavailable(f"backend {self.name} is not loaded", backend=self.name)
+    def _submit(self, request: GenerationRequest, queue: asyncio.Queue,
+                cancel: threading.Event) -> tuple[asyncio.Future, dict[str, Any]]:
+        """Queue one generation on the worker: its text, any exception and then ``_END`` arrive on
+        ``queue``; the returned dict gets its counts, queue time and energy reading."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
         streamer = _make_streamer(self._processor.tokenizer, loop, queue)
         result: dict[str, Any] = {}
-
         submitted = time.perf_counter()
-        ledger = self.energy
+        ledger = self._energy
 
         def job() -> None:
             result["queue_s"] = time.perf_counter() - submitted
@@ -186,9 +201,18 @@ class LocalVLMBackend:
                 result["energy"] = getattr(window, "reading", None)
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
+        return loop.run_in_executor(self._executor, job), result
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        """Text as the worker produces it, cut at stop sequences; the last delta carries the counts."""
+        if self._model is None:
+            raise BackendUnavailable(f"backend {self.name} is not loaded", backend=self.name)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
         timeouts = self.config.timeouts
         deadline = loop.time() + timeouts.total_s
-        future = loop.run_in_executor(self._executor, job)
+        future, result = self._submit(request, queue, cancel)
         trimmer = StopTrimmer(request.stop)
         first = True
         try:

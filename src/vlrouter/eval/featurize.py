@@ -1,4 +1,8 @@
-"""Fused features for a routing dataset, through the gateway's own FeaturePipeline (cached on disk)."""
+"""Fused features for a routing dataset, through the gateway's own FeaturePipeline (cached on disk).
+
+``FeaturePipeline.encode_many`` fuses with the same ``features.fusion`` code as the gateway's
+``extract``, so a router trained on these rows sees the same vectors when it serves.
+"""
 
 from __future__ import annotations
 

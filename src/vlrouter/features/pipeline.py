@@ -1,9 +1,10 @@
 """The feature pipeline: signals + cached, micro-batched encoders -> one fused vector per query.
 
 ``FeaturePipeline.extract`` is what the gateway calls for every routed request; ``encode_many`` is
-the same computation for datasets (training, evaluation), with a progress bar. Each encoder has its
-own worker thread, LRU cache and micro-batcher; the signals run in the default executor, and the
-three run concurrently.
+the same computation for datasets (training, evaluation), batched straight on the encoders, with a
+progress bar. Both hand the parts to ``fusion.fuse`` / ``fusion.fuse_into``, the one place that
+averages, normalises and concatenates. In ``extract`` each encoder has its own worker thread, LRU
+cache and micro-batcher; the signals run in the default executor, and the three run concurrently.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from vlrouter.config import FeaturesConfig
 from vlrouter.features.batching import MicroBatcher
 from vlrouter.features.cache import EmbeddingCache
 from vlrouter.features.encoders import Encoder, build_encoder, resolve_device
+from vlrouter.features.fusion import fuse, fuse_into
 from vlrouter.features.signals import SIGNALS, query_signals
 from vlrouter.features.spec import FeatureSpec
 from vlrouter.media import DecodedImage
@@ -29,6 +31,8 @@ from vlrouter.media import DecodedImage
 
 @dataclass
 class QueryFeatures:
+    """One query's fused ``vector`` (spec.dim), its raw ``signals``, per-part timings and cache results."""
+
     vector: np.ndarray
     signals: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -48,6 +52,7 @@ class _EncoderLane:
         self.metrics = metrics
 
     async def embed(self, key: str, item) -> tuple[np.ndarray, bool]:
+        """(row, cache hit) for one item: from the LRU cache, else through the micro-batcher."""
         cached = self.cache.get(key)
         if self.metrics is not None:
             self.metrics.feature_cache.labels(encoder=self.encoder.modality,
@@ -64,6 +69,8 @@ def _sha(data: bytes) -> str:
 
 
 class FeaturePipeline:
+    """The configured encoders, their caches and batchers, and the FeatureSpec of the vectors they make."""
+
     def __init__(self, config: FeaturesConfig, metrics=None):
         torch = import_torch()
         if config.threads:
@@ -82,22 +89,20 @@ class FeaturePipeline:
             signals=SIGNALS,
         )
 
-    async def _image_part(self, images: Sequence[DecodedImage]) -> tuple[np.ndarray, str, float]:
+    async def _image_part(self, images: Sequence[DecodedImage]) -> tuple[np.ndarray | None, str, float]:
+        """The (k, d) embeddings of the query's images (None without images or image encoder)."""
         started = time.perf_counter()
         if self.image is None or not images:
-            return np.zeros(self.spec.image_dim, np.float32), "none", 0.0
+            return None, "none", 0.0
         results = await asyncio.gather(*(self.image.embed(img.sha256, img.image) for img in images))
         rows = np.stack([row for row, _ in results])
-        mean = rows.mean(axis=0)
-        norm = float(np.linalg.norm(mean))
-        vector = (mean / norm if norm > 0 else mean).astype(np.float32)
         hit = "hit" if all(h for _, h in results) else "miss"
-        return vector, hit, (time.perf_counter() - started) * 1000
+        return rows, hit, (time.perf_counter() - started) * 1000
 
-    async def _text_part(self, text: str) -> tuple[np.ndarray, str, float]:
+    async def _text_part(self, text: str) -> tuple[np.ndarray | None, str, float]:
         started = time.perf_counter()
         if self.text is None:
-            return np.zeros(0, np.float32), "none", 0.0
+            return None, "none", 0.0
         row, hit = await self.text.embed(_sha(text.encode()), text)
         return row, "hit" if hit else "miss", (time.perf_counter() - started) * 1000
 
@@ -108,10 +113,11 @@ class FeaturePipeline:
         return values, (time.perf_counter() - started) * 1000
 
     async def extract(self, text: str, images: Sequence[DecodedImage] = ()) -> QueryFeatures:
+        """A live request's features: the three parts concurrently (cached, micro-batched), then fused."""
         started = time.perf_counter()
         (img, img_hit, img_ms), (txt, txt_hit, txt_ms), (signals, sig_ms) = await asyncio.gather(
             self._image_part(images), self._text_part(text), self._signals(text, images))
-        vector = np.concatenate([img, txt, signals]).astype(np.float32)
+        vector = fuse(self.spec, img, txt, signals)
         return QueryFeatures(
             vector=vector, signals=signals,
             timings_ms={"signals": sig_ms, "image_encoder": img_ms, "text_encoder": txt_ms,
@@ -121,28 +127,28 @@ class FeaturePipeline:
 
     def encode_many(self, texts: Sequence[str], images: Sequence[Sequence[DecodedImage]], *,
                     batch_size: int = 32, progress: bool = True, desc: str = "features") -> np.ndarray:
-        """Fused vectors for a dataset, batched directly on the encoders (no event loop)."""
+        """(n, spec.dim) fused vectors for a dataset: the same parts and fusion as ``extract``, batched
+        straight on the encoders (``batch_size`` texts at a time; no event loop, cache or batcher)."""
         from tqdm.auto import tqdm
 
         n = len(texts)
         out = np.zeros((n, self.spec.dim), np.float32)
-        sl = self.spec.slices()
         with tqdm(total=n, desc=desc, disable=not progress, unit="q") as bar:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
-                if self.text is not None:
-                    out[start:stop, sl["text"]] = self.text.encoder.encode(list(texts[start:stop]))
+                text_rows = self.text.encoder.encode(list(texts[start:stop])) if self.text is not None else None
                 for i in range(start, stop):
                     imgs = images[i]
-                    if self.image is not None and imgs:
-                        rows = self.image.encoder.encode([im.image for im in imgs])
-                        mean = rows.mean(axis=0)
-                        out[i, sl["image"]] = mean / max(float(np.linalg.norm(mean)), 1e-12)
-                    out[i, sl["signals"]] = query_signals(texts[i], [(im.image, len(im.data)) for im in imgs])
+                    image_rows = self.image.encoder.encode([im.image for im in imgs]) \
+                        if self.image is not None and imgs else None
+                    signals = query_signals(texts[i], [(im.image, len(im.data)) for im in imgs])
+                    fuse_into(out[i], self.spec, image_rows,
+                              text_rows[i - start] if text_rows is not None else None, signals)
                 bar.update(stop - start)
         return out
 
     async def aclose(self) -> None:
+        """Stop the batchers' workers and the encoders' threads."""
         for lane in (self.image, self.text):
             if lane is not None:
                 await lane.batcher.aclose()

@@ -50,6 +50,10 @@ class Router(ABC):
     def cloud_benefit(self, query: RoutingInput) -> tuple[float, dict[str, float]]:
         """Return (benefit in [0, 1], named component scores) of sending the query to the cloud."""
 
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        return self.name
+
     def threshold(self, scenario: Scenario) -> float:
         return sum(w * t for w, t in zip(scenario.as_tuple(), self.taus, strict=True))
 

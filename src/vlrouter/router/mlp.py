@@ -103,6 +103,8 @@ def corner_taus(preset_taus: dict[str, float]) -> np.ndarray:
 
 
 class MLPRouter(Router):
+    """The trained scenario-conditioned router (see the module docstring); ``load`` reads a checkpoint."""
+
     name = "mlp"
 
     def __init__(self, nets: RouterNet | list[RouterNet], *, spec: FeatureSpec, models: list[dict],
@@ -120,6 +122,12 @@ class MLPRouter(Router):
         self.thresholds = dict(thresholds or {name: self.default_threshold for name in PRESETS})
         self.meta = meta or {}
         self._corner = corner_taus(self.thresholds)
+
+    def describe(self) -> str:
+        taus = "/".join(f"{self.thresholds[k]:.2f}" for k in ("fast", "quality", "energy"))
+        trained = self.meta.get("training", {}).get("data")
+        return (f"{self.name} ({len(self.models)} models, ensemble of {len(self.nets)}, decision {self.decision}, "
+                f"tau fast/quality/energy = {taus}{f', trained on {trained}' if trained else ''})")
 
     @property
     def default_threshold(self) -> float:

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from vlrouter.errors import VLRouterError
+
 PRESETS: dict[str, tuple[float, float, float]] = {
     "fast": (0.6, 0.3, 0.1),
     "quality": (0.1, 0.8, 0.1),
@@ -23,8 +25,14 @@ PRESETS: dict[str, tuple[float, float, float]] = {
 KEYS = ("speed", "quality", "energy")
 
 
-class ScenarioError(ValueError):
-    """The scenario is not a preset name or a valid weight vector."""
+class ScenarioError(VLRouterError, ValueError):
+    """The scenario is not a preset name or a valid weight vector (400 ``invalid_scenario``)."""
+
+    status = 400
+    code = "invalid_scenario"
+
+    def __init__(self, message: str, *, param: str | None = "scenario"):
+        super().__init__(message, param=param)
 
 
 @dataclass(frozen=True)

@@ -156,19 +156,26 @@ def scaler(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def _tensors(X: np.ndarray, outcomes: Outcomes, mean: np.ndarray, std: np.ndarray):
+    """Training tensors: standardised features, 0/1 quality, normalised (latency, energy) costs, the
+    observed-outcome mask (all True for full labels) and the per-row importance weights."""
+    Xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
+    Y = torch.from_numpy(outcomes.quality.astype(np.float32)).clamp(0, 1)
+    C = torch.from_numpy(np.stack([outcomes.latency / outcomes.refs.lat_ref,
+                                   outcomes.energy / outcomes.refs.energy_ref], axis=1).astype(np.float32))
+    observed = outcomes.observed if outcomes.observed is not None else np.ones(outcomes.quality.shape, bool)
+    row_w = torch.from_numpy(outcomes.row_weights().astype(np.float32))
+    return Xs, Y, C, observed, row_w
+
+
 def _fit(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_idx: np.ndarray, cfg: TrainConfig,
          seed: int, progress: bool, desc: str, mean: np.ndarray, std: np.ndarray,
          groups: list[slice] = (), group_dropout: float = 0.0) -> tuple[RouterNet, int, list]:
     """One seeded training run with early stopping on dev; returns the best epoch's net."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    Xs = torch.from_numpy(((X - mean) / std).astype(np.float32))
-    Y = torch.from_numpy(outcomes.quality.astype(np.float32)).clamp(0, 1)
-    C = torch.from_numpy(np.stack([outcomes.latency / outcomes.refs.lat_ref,
-                                   outcomes.energy / outcomes.refs.energy_ref], axis=1).astype(np.float32))
-    observed = outcomes.observed if outcomes.observed is not None else np.ones(outcomes.quality.shape, bool)
+    Xs, Y, C, observed, row_w = _tensors(X, outcomes, mean, std)
     mask = torch.from_numpy(observed.astype(np.float32))
-    row_w = torch.from_numpy(outcomes.row_weights().astype(np.float32))
     seen = observed[train_idx][:, None, :]  # each model's mean cost over its observed training rows
     scale = (C.numpy()[train_idx] * seen).sum(0) / np.maximum(seen.sum(0), 1)
     net = RouterNet(X.shape[1], outcomes.quality.shape[1], cfg.hidden, cfg.dropout, cost_scale=scale)

@@ -21,22 +21,13 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from vlrouter.telemetry.record import COLUMNS, DecisionRecord, image_name
+
+__all__ = ["COLUMNS", "DecisionLog", "image_name", "images_dir", "read_rows"]
 log = logging.getLogger(__name__)
 
-COLUMNS = {
-    "request_id": "TEXT", "ts": "REAL", "endpoint": "TEXT", "model_requested": "TEXT",
-    "scenario_name": "TEXT", "w_speed": "REAL", "w_quality": "REAL", "w_energy": "REAL",
-    "feature_spec_version": "INTEGER", "policy": "TEXT", "decided_tier": "TEXT", "decided_model": "TEXT",
-    "tier": "TEXT", "backend": "TEXT", "scores": "TEXT", "threshold": "REAL", "fallback_from": "TEXT",
-    "explore": "INTEGER", "propensity": "REAL",
-    "queue_ms": "REAL", "route_ms": "REAL", "ttft_ms": "REAL", "tpot_ms": "REAL", "e2e_ms": "REAL",
-    "tokens_per_s": "REAL", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
-    "energy_j": "REAL", "energy_source": "TEXT", "energy_attribution": "TEXT",
-    "stream": "INTEGER", "status": "INTEGER", "error_code": "TEXT", "content": "TEXT",
-}
 FEEDBACK_COLUMNS = {"request_id": "TEXT", "ts": "REAL", "score": "REAL", "comment": "TEXT"}
 _STOP = object()
-_EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif", "image/bmp": ".bmp"}
 
 
 def images_dir(path: str | Path) -> Path:
@@ -44,11 +35,9 @@ def images_dir(path: str | Path) -> Path:
     return path.with_name(path.stem + "-images")
 
 
-def image_name(sha256: str, mime: str) -> str:
-    return sha256 + _EXT.get(mime, ".img")
-
-
 class DecisionLog:
+    """The SQLite store of decision records and feedback, written by one background thread."""
+
     def __init__(self, path: str | Path, *, log_content: bool = False):
         self.path = Path(path)
         self.log_content = log_content
@@ -103,11 +92,11 @@ class DecisionLog:
             if _STOP in batch:
                 stop = True
                 batch = [row for row in batch if row is not _STOP]
-            feedback = [tuple(row["_feedback"]) for row in batch if "_feedback" in row]
-            batch = [row for row in batch if "_feedback" not in row]
-            for row in batch:
-                self._save_images(row.pop("_images", None) or {})
-            rows = [tuple(row.get(c) for c in COLUMNS) for row in batch]
+            feedback = [item for item in batch if isinstance(item, tuple)]
+            records = [item for item in batch if isinstance(item, DecisionRecord)]
+            for rec in records:
+                self._save_images(rec.images)
+            rows = [rec.values() for rec in records]
             if rows or feedback:
                 try:
                     with db:
@@ -131,25 +120,21 @@ class DecisionLog:
             except OSError:
                 log.exception("decision log: could not store image %s", name)
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Queue one row (never blocks). Unknown keys are ignored; dicts become JSON.
-
-        With ``log_content``, ``row["_images"]`` ({file name: bytes}) is stored beside the database.
-        """
-        clean = {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in row.items() if k in COLUMNS}
-        if self.log_content:
-            clean["_images"] = row.get("_images")
-        else:
-            clean.pop("content", None)
-        clean.setdefault("ts", time.time())
-        if clean.get("request_id"):
-            self._recent[clean["request_id"]] = None
+    def record(self, rec: DecisionRecord) -> None:
+        """Queue one record (never blocks). Its content and images are kept only with ``log_content``."""
+        if not self.log_content:
+            rec.content, rec.images = None, {}
+        if rec.ts is None:
+            rec.ts = time.time()
+        if rec.request_id:
+            self._recent[rec.request_id] = None
             while len(self._recent) > 100_000:
                 self._recent.popitem(last=False)
-        self._queue.put(clean)
+        self._queue.put(rec)
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
-        self._queue.put({"_feedback": (request_id, time.time(), float(score), comment)})
+        """Queue a feedback score for a logged request (the latest one wins when read back)."""
+        self._queue.put((request_id, time.time(), float(score), comment))
 
     def knows(self, request_id: str) -> bool:
         """Whether a row with this request id was logged (queued lately, or on disk). Blocking: run in a thread."""

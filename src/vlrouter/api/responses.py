@@ -1,0 +1,76 @@
+"""Wire formats of answers: the OpenAI chat completion, the /infer body and the routing headers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from vlrouter.api.pipeline import Answer, Routed
+from vlrouter.backends.base import Backend
+from vlrouter.backends.fallback import Attempts
+from vlrouter.meters.energy import EnergyReading
+from vlrouter.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    Choice,
+    FallbackInfo,
+    InferResponse,
+    TokenCounts,
+    Usage,
+)
+
+
+def routing_headers(routed: Routed, backend: Backend, attempts: Attempts) -> dict[str, str]:
+    """``x-vlrouter-*``: who answered, how long routing took, the policy, threshold and scenario."""
+    d = routed.plan.decision
+    headers = {
+        "x-vlrouter-tier": backend.tier,
+        "x-vlrouter-backend": backend.name,
+        "x-vlrouter-route-ms": f"{routed.route_s * 1000:.3f}",
+        "x-vlrouter-policy": d.policy,
+        "x-vlrouter-threshold": "" if math.isnan(d.threshold) else f"{d.threshold:.4f}",
+        "x-vlrouter-scenario": str(routed.query.scenario),
+    }
+    if attempts.fell_back:
+        headers["x-vlrouter-fallback-from"] = ",".join(name for name, _ in attempts.failed)
+    return headers
+
+
+def usage(prompt: int, completion: int, energy: EnergyReading | None) -> Usage:
+    """OpenAI usage plus vlrouter's energy fields (the SDK keeps unknown fields; a gateway in front of
+    a vlrouter model server reads them back)."""
+    extra = {} if energy is None else {"energy_j": round(energy.joules, 6), "energy_source": energy.source,
+                                       "energy_attribution": energy.attribution}
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, **extra)
+
+
+def finish_reason(reason: str | None) -> str:
+    """OpenAI's finish reasons: ``stop`` or ``length``."""
+    return reason if reason in ("stop", "length") else "stop"
+
+
+def chat_completion(answer: Answer) -> dict:
+    r = answer.result
+    completion = ChatCompletion(
+        id=f"chatcmpl-{answer.routed.query.request_id}", model=answer.backend.model,
+        choices=[Choice(message=AssistantMessage(content=r.text), finish_reason=finish_reason(r.finish_reason))],
+        usage=usage(r.prompt_tokens, r.completion_tokens, answer.energy))
+    return completion.model_dump(exclude_none=True)
+
+
+def infer_response(answer: Answer) -> dict:
+    r, lat, energy, backend = answer.result, answer.latency, answer.energy, answer.backend
+    plan, query = answer.routed.plan, answer.routed.query
+    failed = answer.attempts.failed
+    body = InferResponse(
+        answer=r.text, tier=backend.tier, backend=backend.name, model=backend.model,
+        scenario=query.scenario.as_dict(), policy=plan.decision.policy, scores=plan.decision.scores,
+        threshold=plan.decision.threshold, explore=plan.explore,
+        latency_ms=round(lat.e2e_s * 1000, 3), **lat.as_ms(),
+        tokens=TokenCounts(prompt=r.prompt_tokens, completion=r.completion_tokens),
+        energy_j=None if energy is None else round(energy.joules, 6),
+        energy_source=None if energy is None else energy.source,
+        energy_attribution=None if energy is None else energy.attribution,
+        finish_reason=r.finish_reason, request_id=query.request_id,
+        fallback=FallbackInfo(from_backend=failed[0][0], error=failed[0][1]) if failed else None)
+    return json.loads(body.model_dump_json())  # a forced request's NaN threshold becomes null

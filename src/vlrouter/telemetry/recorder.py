@@ -1,0 +1,92 @@
+"""The one place that accounts for a request: Prometheus metrics and its decision record together.
+
+The serving pipeline calls ``planned`` once the route is known, ``answered`` when a backend has
+finished (or a stream has ended) and ``failed`` when the request ends in an error before any
+backend answered; the decision-log middleware calls ``open`` and ``close`` around the request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from vlrouter.backends.base import Backend, Generation, Message
+from vlrouter.backends.fallback import Attempts
+from vlrouter.meters.energy import EnergyReading
+from vlrouter.meters.latency import RequestLatency
+from vlrouter.router.planner import Plan
+from vlrouter.router.scenario import Scenario
+from vlrouter.telemetry.decision_log import DecisionLog
+from vlrouter.telemetry.metrics import Metrics
+from vlrouter.telemetry.record import DecisionRecord, image_name
+
+
+@dataclass
+class Recorder:
+    """Writes each request's figures to ``metrics`` and (when the log is enabled) its decision record."""
+
+    metrics: Metrics
+    log: DecisionLog | None = None
+    feature_spec_version: int | None = None
+
+    def open(self, endpoint: str, request_id: str | None) -> DecisionRecord | None:
+        """A fresh record for a request to a logged route; None while the decision log is disabled."""
+        return None if self.log is None else DecisionRecord(endpoint=endpoint, request_id=request_id)
+
+    def close(self, rec: DecisionRecord, *, status: int, e2e_ms: float, error_code: str | None) -> None:
+        """Stamp how the request ended and queue the record (exactly once per request)."""
+        rec.status, rec.e2e_ms = status, e2e_ms
+        if rec.error_code is None:
+            rec.error_code = error_code
+        if self.log is not None:
+            self.log.record(rec)
+
+    def planned(self, rec: DecisionRecord | None, *, model: str, scenario: Scenario, plan: Plan, route_s: float,
+                stream: bool, messages: list[Message]) -> None:
+        self.metrics.route_seconds.observe(route_s)
+        if rec is None:
+            return
+        d = plan.decision
+        rec.model_requested, rec.scenario_name = model, scenario.name
+        rec.w_speed, rec.w_quality, rec.w_energy = scenario.as_tuple()
+        rec.policy, rec.decided_tier, rec.decided_model, rec.scores = d.policy, d.tier, d.model, dict(d.scores)
+        rec.threshold = None if math.isnan(d.threshold) else d.threshold
+        rec.route_ms, rec.stream = round(route_s * 1000, 3), int(stream)
+        rec.explore, rec.propensity = int(plan.explore), round(plan.propensity, 6)
+        rec.feature_spec_version = self.feature_spec_version
+        if self.log is not None and self.log.log_content:
+            rec.images = {image_name(i.sha256, i.mime): i.data for m in messages for i in m.images}
+            rec.content = {"messages": [{"role": m.role, "text": m.text,
+                                         "images": [image_name(i.sha256, i.mime) for i in m.images]}
+                                        for m in messages]}
+
+    def answered(self, rec: DecisionRecord | None, *, backend: Backend, status: int, result: Generation,
+                 latency: RequestLatency, energy: EnergyReading | None, attempts: Attempts | None) -> None:
+        m, tier = self.metrics, backend.tier
+        m.requests.labels(tier=tier, backend=backend.name, status=str(status)).inc()
+        m.e2e_seconds.labels(tier=tier).observe(latency.e2e_s)
+        if latency.ttft_s is not None:
+            m.ttft_seconds.labels(tier=tier).observe(latency.ttft_s)
+        if latency.tpot_s is not None:
+            m.tpot_seconds.labels(tier=tier).observe(latency.tpot_s)
+        m.tokens.labels(tier=tier, direction="input").inc(result.prompt_tokens)
+        m.tokens.labels(tier=tier, direction="output").inc(result.completion_tokens)
+        if energy is not None:
+            m.energy_joules.labels(tier=tier, source=energy.source).inc(energy.joules)
+        if attempts and attempts.fell_back:
+            m.fallbacks.labels(from_backend=attempts.failed[0][0], to_backend=backend.name).inc()
+        if rec is None:
+            return
+        rec.tier, rec.backend = tier, backend.name
+        rec.fallback_from = ",".join(n for n, _ in attempts.failed) if attempts and attempts.failed else None
+        rec.prompt_tokens, rec.completion_tokens = result.prompt_tokens, result.completion_tokens
+        timings = latency.as_ms()
+        rec.queue_ms, rec.ttft_ms, rec.tpot_ms = timings["queue_ms"], timings["ttft_ms"], timings["tpot_ms"]
+        rec.tokens_per_s = timings["tokens_per_s"]  # e2e_ms is stamped by close(), after the last byte
+        if energy is not None:
+            rec.energy_j, rec.energy_source = round(energy.joules, 6), energy.source
+            rec.energy_attribution = energy.attribution
+
+    def failed(self, status: int) -> None:
+        """A request that no backend answered (bad input, unknown model, every backend down)."""
+        self.metrics.requests.labels(tier="none", backend="none", status=str(status)).inc()
