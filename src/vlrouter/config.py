@@ -4,7 +4,7 @@ Sources, highest priority first: explicit overrides (CLI flags), environment var
 ``VLROUTER_*`` (nested fields with ``__``, e.g. ``VLROUTER_SERVER__PORT=9000``), then the YAML file
 (``configs/default.yaml`` unless ``--config PATH``). Relative model paths are resolved against the
 current working directory. ``load_settings`` turns a validation failure into ``ConfigError`` whose
-message names every bad field.
+message names every bad field; ``check_model_paths`` checks that the local models it names exist.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class EnergyConfig(_Strict):
     powercap_root: Path = Path("/sys/class/powercap")
     i2c_root: Path = Path("/sys/bus/i2c/drivers")
     sample_interval_s: float = Field(0.1, gt=0, le=5, description="power sampling period where there is no counter")
-    # codecarbon's figure for an unknown CPU: 4 W per thread (docs/explanation/methodology.md).
+    # codecarbon's figure for an unknown CPU: 4 W per thread (codecarbon's methodology documentation).
     watts_per_core: float = Field(4.0, gt=0, description="CPU-time estimate when no counter is readable")
     # Cloud: Epoch AI (Feb 2025) puts a ~500-output-token GPT-4o query at ~0.3 Wh (1080 J, GPU only, no
     # PUE); 2.2 J per output token + 0.8 J per input token is our split of their figures.
@@ -267,3 +267,30 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_format_errors(exc, str(path) if path else "environment")) from exc
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
+
+
+_BUILD_DEMO = "(build the demo models: python scripts/make_demo_models.py)"
+
+
+def check_model_paths(settings: Settings, *, backends: bool = True) -> None:
+    """Raise ``ConfigError`` naming every local model folder (and router checkpoint) that is missing.
+
+    With ``backends=False`` only the feature encoders are checked (the offline commands call no backend).
+    """
+    problems = []
+    for name, b in settings.backends.items() if backends else ():
+        path = b.model_path if isinstance(b, LocalBackendConfig) else (
+            b.standin_model if isinstance(b, OpenAIBackendConfig) and not b.base_url else None)
+        if path is not None and not (Path(path) / "config.json").is_file():
+            field = "model_path" if isinstance(b, LocalBackendConfig) else "standin_model"
+            problems.append(f"  backends.{name}.{field}: no model at {path} {_BUILD_DEMO}")
+    if settings.features.enabled:
+        for field in ("image_encoder", "text_encoder"):
+            enc = getattr(settings.features, field)
+            if enc is not None and not Path(enc.path).exists():
+                problems.append(f"  features.{field}.path: no model at {enc.path} {_BUILD_DEMO}")
+    ckpt = settings.routing.checkpoint
+    if backends and ckpt is not None and not (Path(ckpt) / "router.json").is_file():
+        problems.append(f"  routing.checkpoint: no router at {ckpt} (train one: vlrouter train --data DIR --out PATH)")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))

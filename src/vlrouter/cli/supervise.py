@@ -1,0 +1,108 @@
+"""The gateway process and its children: logging set-up, local cloud stand-ins, signals and uvicorn.
+
+A stand-in is ``vlrouter serve-model`` in a child process; on Linux the kernel SIGTERMs it when the
+gateway dies (PR_SET_PDEATHSIG), and SIGTERM ends the gateway as ``SystemExit(0)`` so cleanup runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from vlrouter.config import OpenAIBackendConfig, Settings
+
+log = logging.getLogger("vlrouter")
+
+
+def setup_logging(level: str) -> None:
+    """Configure the root logger for a command at ``level`` (httpx kept at warnings)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits, or after ``timeout_s``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process serving {url} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+def start_standins(settings: Settings) -> tuple[list[subprocess.Popen], frozenset[str]]:
+    """For each OpenAI backend without a base URL, serve its stand-in model on a loopback port."""
+    procs, names = [], set()
+    for name, b in settings.backends.items():
+        if not isinstance(b, OpenAIBackendConfig) or b.base_url:
+            continue
+        port = free_port()
+        cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(b.standin_model),
+               "--name", b.model, "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", settings.server.log_level]
+        log.warning("backend %s (tier %s): no base_url set (VLROUTER_CLOUD_BASE_URL); starting a LOCAL STAND-IN, "
+                    "serve-model %s on 127.0.0.1:%d. Its answers do not come from a cloud model.",
+                    name, b.tier, b.standin_model, port)
+        proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+        procs.append(proc)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        except (RuntimeError, TimeoutError):
+            stop_processes(procs)
+            raise
+        b.base_url = f"http://127.0.0.1:{port}/v1"
+        names.add(name)
+    return procs, frozenset(names)
+
+
+def stop_processes(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every process still running, then wait up to 15 s each before SIGKILL."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel SIGTERM a stand-in when the gateway dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def run_uvicorn(app, settings: Settings) -> None:
+    """Serve ``app`` with uvicorn on ``settings.server``; SIGTERM drains requests, then exits 0."""
+    import uvicorn
+
+    # uvicorn drains in-flight requests on SIGTERM, restores the previous handler and re-raises the
+    # signal; with this handler that ends as SystemExit(0), so callers' `finally` blocks still run.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
+                timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
