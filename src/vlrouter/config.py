@@ -44,6 +44,7 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     graceful_shutdown_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(False, description="uvicorn's line per request (the decision log holds each request)")
 
 
 class ImageLimits(_Strict):

@@ -1,14 +1,15 @@
 """The project's error tree: every error a caller can cause or meet carries an HTTP status, an
 OpenAI-style ``code`` and the ``param`` it concerns, so the API shapes any of them in one place
-(``api.errors.error_body``) and the CLI prints them the same way.
+(``api.errors.as_error`` + ``error_payload``, in-stream errors included).
 
 ::
 
     VLRouterError                    status / code / param
-     ├── RequestError                a request the gateway refuses (400 invalid_value, 404, 415 ...)
+     ├── RequestError                a request the gateway refuses (400 invalid_value, 401, 409, 415 ...)
+     ├── UnknownModel (router)       a model that is neither vlrouter-auto, a tier nor a backend (404)
      ├── MediaError   (media)        an image that is malformed, too large or not allowed (400 / 413)
      ├── ScenarioError (router)      a scenario that is neither a preset nor valid weights (400)
-     ├── ConfigError  (config)       settings a command cannot run with
+     ├── ConfigError  (config)       settings or flags a command cannot run with (the CLI exits 2)
      └── BackendError (backends)     the model behind a tier failed or refused (503 / 502)
 """
 

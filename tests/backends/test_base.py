@@ -81,9 +81,9 @@ def test_backends_declare_their_kind_and_metering(tmp_path):
     cloud = build_backend("cloud", remote, standin=True, energy=ledger)  # a remote backend ignores the ledger
     try:
         assert all(isinstance(b, Backend) for b in (metered, plain, cloud))
-        assert (metered.kind, metered.metered, metered.energy) == ("local", True, ledger)
-        assert (plain.kind, plain.metered, plain.energy) == ("local", False, None)
-        assert (cloud.kind, cloud.metered, cloud.standin, cloud.tier) == ("openai", False, True, "cloud")
+        assert (metered.kind, metered.energy) == ("local", ledger)
+        assert (plain.kind, plain.energy) == ("local", None)
+        assert (cloud.kind, cloud.standin, cloud.tier) == ("openai", True, "cloud")
     finally:
         for b in (metered, plain, cloud):
             asyncio.run(b.aclose())

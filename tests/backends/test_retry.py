@@ -1,15 +1,18 @@
-"""OpenAIBackend's retries, error translation and fallback against a scripted ``httpx.MockTransport``
-upstream (no server): each test counts the upstream calls."""
+"""OpenAIBackend's retries, error translation and fallback against a scripted real upstream (uvicorn
+on loopback): each test scripts the upstream's answers and counts its calls."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
 import time
 
-import httpx
 import pytest
+import uvicorn
 
+from tests.conftest import ThreadServer, free_port
 from vlrouter.backends.base import (
     BackendOverloaded,
     BackendRejected,
@@ -25,54 +28,84 @@ from vlrouter.config import CircuitConfig, OpenAIBackendConfig
 REQUEST = GenerationRequest(messages=[Message("user", ["hi"])], max_tokens=4)
 COMPLETION = {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
               "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+FINE = ({"choices": [{"delta": {"content": "fi"}}]}, {"choices": [{"delta": {"content": "ne"}}]},
+        {"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": COMPLETION["usage"]})
 
 
-def sse(*chunks: dict) -> httpx.Response:
-    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+def sse(*chunks: dict, stall_after: int | None = None) -> tuple:
+    return ("sse", chunks, stall_after)
 
 
-def error(status: int, message: str, **headers: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message}}, headers=headers)
+def error(status: int, message: str, **headers: str) -> tuple:
+    return ("json", status, {"error": {"message": message}}, headers)
+
+
+def reply(status: int, body) -> tuple:
+    return ("json", status, body, {})
 
 
 class Upstream:
-    """A scripted upstream: each call takes the next step (a response, or an httpx exception class to
-    raise), then answers normally; ``calls`` holds the time of each call."""
+    """A scripted upstream app: each call takes the next step, then answers normally; ``calls`` holds
+    the time of each call. Steps: ``error(...)``/``reply(...)``, ``sse(...)`` (optionally stalling
+    after some chunks) and ``("sleep", s)`` (answer only after ``s`` seconds)."""
 
     def __init__(self, *script):
         self.script = list(script)
         self.calls: list[float] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            return await send({"type": "lifespan.shutdown.complete"})
+        body, more = b"", True
+        while more:
+            event = await receive()
+            body, more = body + event.get("body", b""), event.get("more_body", False)
         self.calls.append(time.monotonic())
         step = self.script.pop(0) if self.script else None
-        if isinstance(step, type) and issubclass(step, httpx.HTTPError):
-            raise step(f"scripted {step.__name__}", request=request)
-        if step is not None:
-            return step
-        if json.loads(request.content).get("stream"):
-            return sse({"choices": [{"delta": {"content": "fi"}}]}, {"choices": [{"delta": {"content": "ne"}}]},
-                       {"choices": [{"delta": {}, "finish_reason": "stop"}], "usage": COMPLETION["usage"]})
-        return httpx.Response(200, json=COMPLETION)
+        if step is not None and step[0] == "sleep":
+            await asyncio.sleep(step[1])
+            step = None
+        if step is None:
+            step = sse(*FINE) if json.loads(body).get("stream") else reply(200, COMPLETION)
+        if step[0] == "json":
+            _, status, payload, headers = step
+            raw = json.dumps(payload).encode()
+            extra = [(k.encode(), v.encode()) for k, v in headers.items()]
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"), *extra]})
+            return await send({"type": "http.response.body", "body": raw})
+        _, chunks, stall_after = step
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for i, chunk in enumerate(chunks):
+            if stall_after is not None and i == stall_after:
+                await asyncio.sleep(3)  # longer than the backend's first_token_s (socket read timeout)
+            await send({"type": "http.response.body", "body": f"data: {json.dumps(chunk)}\n\n".encode(),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
-def backend(upstream: Upstream, name: str = "cloud", **overrides) -> OpenAIBackend:
-    cfg = {"kind": "openai", "tier": "cloud", "base_url": "http://upstream.test/v1", "model": "m",
+def backend(url: str, name: str = "cloud", **overrides) -> OpenAIBackend:
+    cfg = {"kind": "openai", "tier": "cloud", "base_url": url + "/v1", "model": "m",
            "backoff_s": 0, "max_retries": 2, "timeouts": {"connect_s": 1, "first_token_s": 1, "total_s": 5},
            **overrides}
-    return OpenAIBackend(name, OpenAIBackendConfig(**cfg), transport=httpx.MockTransport(upstream))
+    return OpenAIBackend(name, OpenAIBackendConfig(**cfg))
 
 
-def run(upstream: Upstream, call, **overrides):
-    async def go():
-        b = backend(upstream, **overrides)
+def run(upstream: Upstream | None, call, **overrides):
+    """``call(backend)`` against ``upstream`` served on loopback (None: a port nobody listens on)."""
+    async def go(url):
+        b = backend(url, **overrides)
         try:
             return await call(b)
         finally:
             await b.aclose()
 
-    return asyncio.run(go())
+    if upstream is None:
+        return asyncio.run(go(f"http://127.0.0.1:{free_port()}"))
+    with ThreadServer(upstream) as server:
+        return asyncio.run(go(server.url))
 
 
 async def streamed(b: OpenAIBackend) -> list:
@@ -119,36 +152,53 @@ def test_400_is_rejected_as_a_bad_gateway_and_not_retried():
 
 
 def test_connect_error_is_retried_then_unavailable():
-    upstream = Upstream(*[httpx.ConnectError] * 3)
-    with pytest.raises(BackendUnavailable, match="ConnectError") as info:
-        run(upstream, lambda b: b.generate(REQUEST), max_retries=2)
+    with pytest.raises(BackendUnavailable, match=r"ClientConnectorError \(connecting, 3 attempt\(s\)\)") as info:
+        run(None, lambda b: b.generate(REQUEST), max_retries=2)
     assert not isinstance(info.value, BackendTimeout)
-    assert len(upstream.calls) == 3
 
 
 def test_connect_error_then_success():
-    upstream = Upstream(httpx.ConnectTimeout)
-    assert run(upstream, lambda b: b.generate(REQUEST)).text == "fine"
-    assert len(upstream.calls) == 2
+    """The first connect is refused (the port is bound but not listening); the retry, after the
+    listener has come up, succeeds."""
+    upstream = Upstream()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(upstream, log_level="warning", lifespan="on"))
+    later = threading.Timer(0.15, lambda: threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                                           daemon=True).start())
+
+    async def go():
+        b = backend(f"http://127.0.0.1:{port}", backoff_s=1.0)  # the retry waits 0.5-1.5 s
+        try:
+            later.start()
+            started = time.monotonic()
+            return await b.generate(REQUEST), time.monotonic() - started
+        finally:
+            await b.aclose()
+
+    try:
+        result, elapsed = asyncio.run(go())
+    finally:
+        server.should_exit = True
+        later.cancel()
+    assert result.text == "fine" and len(upstream.calls) == 1
+    assert elapsed >= 0.45  # it waited for a retry
 
 
 def test_read_timeout_is_a_timeout_and_not_retried():
-    upstream = Upstream(httpx.ReadTimeout)
-    with pytest.raises(BackendTimeout, match="ReadTimeout"):
+    upstream = Upstream(("sleep", 2.0))  # no answer within first_token_s (1 s)
+    with pytest.raises(BackendTimeout, match="Timeout"):
         run(upstream, lambda b: b.generate(REQUEST), max_retries=2)
     assert len(upstream.calls) == 1
 
 
 def test_read_timeout_mid_stream_is_a_timeout():
-    async def body():
-        yield b'data: {"choices": [{"delta": {"content": "fi"}}]}\n\n'
-        raise httpx.ReadTimeout("scripted stall")
-
-    upstream = Upstream(httpx.Response(200, content=body(), headers={"content-type": "text/event-stream"}))
+    upstream = Upstream(sse(*FINE, stall_after=1))
 
     async def go(b):
         seen = []
-        with pytest.raises(BackendTimeout, match="ReadTimeout"):
+        with pytest.raises(BackendTimeout, match="Timeout"):
             async for delta in b.stream(REQUEST):
                 seen.append(delta.text)
         return seen
@@ -165,23 +215,31 @@ def test_in_band_stream_error_is_unavailable():
 
 
 def test_malformed_completion_is_unavailable():
-    upstream = Upstream(httpx.Response(200, json={"choices": []}))
+    upstream = Upstream(reply(200, {"choices": []}))
     with pytest.raises(BackendUnavailable, match="malformed"):
         run(upstream, lambda b: b.generate(REQUEST))
 
 
-def dispatch(call, *upstreams: Upstream):
-    """``call(dispatcher, chain)`` on a chain of backends b0, b1, ... (no retries) over ``upstreams``."""
+def dispatch(call, *upstreams: Upstream | None):
+    """``call(dispatcher, chain)`` on a chain of backends b0, b1, ... (no retries) over ``upstreams``
+    (None: a port nobody listens on)."""
     names = [f"b{i}" for i in range(len(upstreams))]
+    servers = [ThreadServer(u).__enter__() if u is not None else None for u in upstreams]
+    urls = [s.url if s is not None else f"http://127.0.0.1:{free_port()}" for s in servers]
 
     async def go():
-        backends = {n: backend(u, n, max_retries=0) for n, u in zip(names, upstreams, strict=True)}
+        backends = {n: backend(url, n, max_retries=0) for n, url in zip(names, urls, strict=True)}
         try:
             return await call(Dispatcher(backends, {n: CircuitBreaker(CircuitConfig()) for n in names}), names)
         finally:
             await asyncio.gather(*(b.aclose() for b in backends.values()))
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    finally:
+        for server in servers:
+            if server is not None:
+                server.__exit__(None, None, None)
 
 
 def test_fallback_to_the_next_backend():
@@ -208,7 +266,7 @@ def test_a_rejection_does_not_fall_back():
 
 
 def test_all_backends_failed_is_503():
-    upstreams = Upstream(error(503, "a")), Upstream(httpx.ConnectError)
-    with pytest.raises(AllBackendsFailed, match=r"b0: .*HTTP 503.*b1: .*ConnectError") as info:
+    upstreams = Upstream(error(503, "a")), None
+    with pytest.raises(AllBackendsFailed, match=r"b0: .*HTTP 503.*b1: .*ClientConnectorError") as info:
         dispatch(lambda d, names: d.generate(names, REQUEST), *upstreams)
     assert (info.value.status, info.value.code) == (503, "backend_unavailable")

@@ -42,7 +42,9 @@ def as_error(exc: BaseException) -> VLRouterError:
     if isinstance(exc, RequestValidationError):
         return validation_error(list(exc.errors()))
     if isinstance(exc, StarletteHTTPException):
-        return RequestError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+        err = RequestError(exc.status_code, str(exc.detail))
+        err.code = _HTTP_CODES.get(exc.status_code)  # starlette's own errors carry no code
+        return err
     log.exception("unhandled error", exc_info=exc)
     return VLRouterError("internal server error")
 

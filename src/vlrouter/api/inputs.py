@@ -1,7 +1,9 @@
 """Request decoding: an OpenAI chat request or an /infer form / JSON body into one ``Query``.
 
 Images are decoded here (data URLs, uploads, allow-listed remote URLs) through ``media``'s guards;
-every problem is a ``RequestError`` or ``MediaError`` naming the offending ``param``.
+every problem is a ``RequestError``, ``MediaError`` or ``ScenarioError`` naming the offending ``param``.
+Checks run in a fixed order, so a request with several problems reports the first: messages (or the
+/infer body and its images), then the scenario, then ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -51,14 +53,14 @@ class InputDecoder:
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Query:
         rid = request.state.request_id
+        messages = await self._messages(body.messages)
+        scenario = self._scenario(body.scenario, request)
         generation = GenerationRequest(
-            messages=await self._messages(body.messages),
-            max_tokens=self._max_tokens(body.max_completion_tokens or body.max_tokens),
+            messages=messages, max_tokens=self._max_tokens(body.max_completion_tokens or body.max_tokens),
             temperature=body.temperature if body.temperature is not None else 0.0,
             top_p=body.top_p if body.top_p is not None else 1.0,
             stop=body.stop or [], seed=body.seed, request_id=rid)
-        return Query(request_id=rid, model=body.model, scenario=self._scenario(body.scenario, request),
-                     generation=generation, stream=body.stream,
+        return Query(request_id=rid, model=body.model, scenario=scenario, generation=generation, stream=body.stream,
                      include_usage=bool(body.stream_options and body.stream_options.include_usage))
 
     async def infer(self, request: Request) -> Query:
@@ -71,11 +73,11 @@ class InputDecoder:
             raise RequestError(415, "use multipart/form-data, a urlencoded form or application/json",
                                code="unsupported_media_type")
         rid = request.state.request_id
-        messages = [Message("user", [*images, body.text])]
-        generation = GenerationRequest(messages=messages, max_tokens=self._max_tokens(body.max_tokens),
+        scenario = self._scenario(body.scenario, request)
+        generation = GenerationRequest(messages=[Message("user", [*images, body.text])],
+                                       max_tokens=self._max_tokens(body.max_tokens),
                                        temperature=body.temperature or 0.0, request_id=rid)
-        return Query(request_id=rid, model=body.model, scenario=self._scenario(body.scenario, request),
-                     generation=generation)
+        return Query(request_id=rid, model=body.model, scenario=scenario, generation=generation)
 
     # ------------------------------------------------------------------ chat parts
     async def _image(self, url: str, param: str) -> DecodedImage:

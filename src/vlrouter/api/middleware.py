@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import random  # ids need uniqueness, not secrecy: no os.urandom syscall per request
 import re
 import time
-import uuid
 
 from vlrouter.api.errors import error_response
 from vlrouter.errors import RequestError
@@ -23,7 +23,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _SAFE_ID.match(incoming) else f"req-{uuid.uuid4().hex}"
+        request_id = incoming if _SAFE_ID.match(incoming) else f"req-{random.getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message):

@@ -144,10 +144,11 @@ class Pipeline:
         energy = self.gw.energy_of(backend, result)
         self.gw.recorder.answered(self.rec, backend=backend, status=status, result=result, latency=latency,
                                   energy=energy, attempts=attempts)
-        q, d = routed.query, routed.plan.decision
-        log.info("%s model=%s scenario=%s decision=%s(%s) answered_by=%s/%s fallback=%s route_ms=%.2f",
-                 q.request_id, q.model, q.scenario, d.tier, d.reason, backend.tier, backend.name,
-                 attempts.failed or "-", routed.route_s * 1000)
+        if log.isEnabledFor(logging.DEBUG):  # the decision log and /metrics hold this; no line per request
+            q, d = routed.query, routed.plan.decision
+            log.debug("%s model=%s scenario=%s decision=%s(%s) answered_by=%s/%s fallback=%s route_ms=%.2f",
+                      q.request_id, q.model, q.scenario, d.tier, d.reason, backend.tier, backend.name,
+                      attempts.failed or "-", routed.route_s * 1000)
         return latency, energy
 
 

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 from vlrouter.api.pipeline import Answer, Routed
 from vlrouter.backends.base import Backend
 from vlrouter.backends.fallback import Attempts
 from vlrouter.meters.energy import EnergyReading
-from vlrouter.protocol import (
-    AssistantMessage,
-    ChatCompletion,
-    Choice,
-    FallbackInfo,
-    InferResponse,
-    TokenCounts,
-    Usage,
-)
+from vlrouter.protocol import FallbackInfo, InferResponse, TokenCounts
 
 
 def routing_headers(routed: Routed, backend: Backend, attempts: Attempts) -> dict[str, str]:
@@ -36,26 +29,29 @@ def routing_headers(routed: Routed, backend: Backend, attempts: Attempts) -> dic
     return headers
 
 
-def usage(prompt: int, completion: int, energy: EnergyReading | None) -> Usage:
-    """OpenAI usage plus vlrouter's energy fields (the SDK keeps unknown fields; a gateway in front of
-    a vlrouter model server reads them back)."""
-    extra = {} if energy is None else {"energy_j": round(energy.joules, 6), "energy_source": energy.source,
-                                       "energy_attribution": energy.attribution}
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, **extra)
-
-
 def finish_reason(reason: str | None) -> str:
     """OpenAI's finish reasons: ``stop`` or ``length``."""
     return reason if reason in ("stop", "length") else "stop"
 
 
+def usage_dict(prompt: int, completion: int, energy: EnergyReading | None) -> dict:
+    """``usage`` as a plain dict: the same fields as ``usage`` (the protocol model), built unvalidated."""
+    out = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if energy is not None:
+        out.update(energy_j=round(energy.joules, 6), energy_source=energy.source,
+                   energy_attribution=energy.attribution)
+    return out
+
+
 def chat_completion(answer: Answer) -> dict:
+    """The ``chat.completion`` body (protocol.ChatCompletion's shape; built as a dict: every value is
+    already known to be valid, so the hot path skips a second validation)."""
     r = answer.result
-    completion = ChatCompletion(
-        id=f"chatcmpl-{answer.routed.query.request_id}", model=answer.backend.model,
-        choices=[Choice(message=AssistantMessage(content=r.text), finish_reason=finish_reason(r.finish_reason))],
-        usage=usage(r.prompt_tokens, r.completion_tokens, answer.energy))
-    return completion.model_dump(exclude_none=True)
+    return {"id": f"chatcmpl-{answer.routed.query.request_id}", "object": "chat.completion",
+            "created": int(time.time()), "model": answer.backend.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text},
+                         "finish_reason": finish_reason(r.finish_reason)}],
+            "usage": usage_dict(r.prompt_tokens, r.completion_tokens, answer.energy)}
 
 
 def infer_response(answer: Answer) -> dict:

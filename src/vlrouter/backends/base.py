@@ -162,18 +162,14 @@ def usage_energy(usage: dict) -> EnergyReading | None:
 class Backend(Protocol):
     """What the gateway needs of a model: identity, lifecycle, generate / stream and a health probe.
 
-    ``metered`` says whether the backend measures the energy of its own generations (a local backend
-    given an energy ledger); the energy a remote vlrouter reports arrives on ``Generation.energy``
-    either way, and the gateway estimates the rest.
+    Energy: a local backend given a ledger measures its generations, a remote vlrouter reports them;
+    either way they arrive on ``Generation.energy``, and the gateway estimates the rest by ``kind``.
     """
 
     name: str
     tier: str  # "edge" | "cloud"
     kind: str  # "local" (in-process model) | "openai" (an OpenAI-compatible HTTP server)
     model: str  # the model name reported to clients
-
-    @property
-    def metered(self) -> bool: ...
 
     async def start(self) -> None: ...
 

@@ -77,10 +77,6 @@ class LocalVLMBackend:
         """The ledger given at construction (read-only: a backend is metered from the start or never)."""
         return self._energy
 
-    @property
-    def metered(self) -> bool:
-        return self._energy is not None
-
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)

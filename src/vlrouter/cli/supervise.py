@@ -105,4 +105,5 @@ def run_uvicorn(app, settings: Settings) -> None:
     # signal; with this handler that ends as SystemExit(0), so callers' `finally` blocks still run.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
+                access_log=settings.server.access_log,  # loop and http: uvloop + httptools when installed
                 timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))

@@ -1,7 +1,8 @@
 """One way to build a router: a plain name -> constructor registry (as RouteLLM's ``ROUTER_CLS``).
 
-The gateway, ``vlrouter route | calibrate | eval`` and the scripts all call ``build_router``; the
-check that a trained router was fitted on the features the caller computes lives here, once.
+The gateway and ``vlrouter route | calibrate | eval`` all call ``build_router`` (the scripts train
+routers in-process and load none); the check that a trained router was fitted on the features the
+caller computes lives here, once.
 """
 
 from __future__ import annotations

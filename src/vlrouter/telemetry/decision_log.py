@@ -1,11 +1,12 @@
 """The decision log: one row per request in an embedded SQLite database (WAL).
 
-Rows are queued from the event loop without blocking and written by one thread; ``close`` drains the
-queue (the gateway calls it at shutdown, after in-flight requests have finished). Prompt text and
-images are stored only with ``log_content: true``, so that a row can become training data: the text
-in the row's ``content`` JSON, each image once under ``<log>-images/<sha256>.<ext>`` beside the
-database. Feedback (``POST /v1/feedback``) goes to a ``feedback`` table; the latest score per request
-wins when rows are read back (``read_rows``), exported or turned into a routing dataset.
+Rows are appended to an in-memory deque from the event loop (no lock, no thread wake-up per request)
+and written in batches by one thread every ``FLUSH_S`` seconds; ``close`` drains what is pending
+(the gateway calls it at shutdown, after in-flight requests have finished). Prompt text and images
+are stored only with ``log_content: true``, so that a row can become training data: the text in the
+row's ``content`` JSON, each image once under ``<log>-images/<sha256>.<ext>`` beside the database.
+Feedback (``POST /v1/feedback``) goes to a ``feedback`` table; the latest score per request wins
+when rows are read back (``read_rows``), exported or turned into a routing dataset.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import queue
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ __all__ = ["COLUMNS", "DecisionLog", "image_name", "images_dir", "read_rows"]
 log = logging.getLogger(__name__)
 
 FEEDBACK_COLUMNS = {"request_id": "TEXT", "ts": "REAL", "score": "REAL", "comment": "TEXT"}
-_STOP = object()
+FLUSH_S = 0.05  # how long a row may wait in memory before it is written
 
 
 def images_dir(path: str | Path) -> Path:
@@ -43,7 +43,9 @@ class DecisionLog:
         self.log_content = log_content
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.images = images_dir(self.path)
-        self._queue: queue.Queue = queue.Queue()
+        self._pending: deque = deque()  # DecisionRecord rows and feedback tuples, in arrival order
+        self._wake = threading.Event()  # set by close() only: rows wait at most FLUSH_S
+        self._stopping = False
         self._recent: OrderedDict[str, None] = OrderedDict()  # ids queued lately (may not be on disk yet)
         self.written = 0
         self._ready = threading.Event()
@@ -79,33 +81,34 @@ class DecisionLog:
             self._ready.set()
             return
         self._ready.set()
+        while True:
+            self._wake.wait(FLUSH_S)
+            stopping = self._stopping  # read before draining: whatever was queued before close() is written
+            self._drain(db)
+            if stopping:
+                break
+        db.close()
+
+    def _drain(self, db: sqlite3.Connection) -> None:
+        """Write every pending row and feedback score, up to 256 a transaction."""
         sql = f"INSERT INTO decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         fb_sql = f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) VALUES (?, ?, ?, ?)"
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while len(batch) < 256:  # write what has piled up in one transaction
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in batch:
-                stop = True
-                batch = [row for row in batch if row is not _STOP]
+        while self._pending:
+            batch = []
+            while self._pending and len(batch) < 256:
+                batch.append(self._pending.popleft())
             feedback = [item for item in batch if isinstance(item, tuple)]
             records = [item for item in batch if isinstance(item, DecisionRecord)]
             for rec in records:
                 self._save_images(rec.images)
             rows = [rec.values() for rec in records]
-            if rows or feedback:
-                try:
-                    with db:
-                        db.executemany(sql, rows)
-                        db.executemany(fb_sql, feedback)
-                    self.written += len(rows)
-                except sqlite3.Error:
-                    log.exception("decision log: could not write %d rows", len(rows))
-        db.close()
+            try:
+                with db:
+                    db.executemany(sql, rows)
+                    db.executemany(fb_sql, feedback)
+                self.written += len(rows)
+            except sqlite3.Error:
+                log.exception("decision log: could not write %d rows", len(rows))
 
     def _save_images(self, images: dict[str, bytes]) -> None:
         for name, data in images.items():
@@ -130,11 +133,11 @@ class DecisionLog:
             self._recent[rec.request_id] = None
             while len(self._recent) > 100_000:
                 self._recent.popitem(last=False)
-        self._queue.put(rec)
+        self._pending.append(rec)
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> None:
         """Queue a feedback score for a logged request (the latest one wins when read back)."""
-        self._queue.put((request_id, time.time(), float(score), comment))
+        self._pending.append((request_id, time.time(), float(score), comment))
 
     def knows(self, request_id: str) -> bool:
         """Whether a row with this request id was logged (queued lately, or on disk). Blocking: run in a thread."""
@@ -146,7 +149,8 @@ class DecisionLog:
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush every queued row and stop the writer."""
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("decision log: writer did not finish within %.0fs", timeout)

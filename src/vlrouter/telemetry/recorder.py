@@ -8,7 +8,8 @@ backend answered; the decision-log middleware calls ``open`` and ``close`` aroun
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from vlrouter.backends.base import Backend, Generation, Message
 from vlrouter.backends.fallback import Attempts
@@ -28,6 +29,15 @@ class Recorder:
     metrics: Metrics
     log: DecisionLog | None = None
     feature_spec_version: int | None = None
+    _children: dict[tuple, Any] = field(default_factory=dict, repr=False)
+
+    def _child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, memoised (label sets are few: tiers x backends x statuses)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def open(self, endpoint: str, request_id: str | None) -> DecisionRecord | None:
         """A fresh record for a request to a logged route; None while the decision log is disabled."""
@@ -62,19 +72,19 @@ class Recorder:
 
     def answered(self, rec: DecisionRecord | None, *, backend: Backend, status: int, result: Generation,
                  latency: RequestLatency, energy: EnergyReading | None, attempts: Attempts | None) -> None:
-        m, tier = self.metrics, backend.tier
-        m.requests.labels(tier=tier, backend=backend.name, status=str(status)).inc()
-        m.e2e_seconds.labels(tier=tier).observe(latency.e2e_s)
+        m, tier, c = self.metrics, backend.tier, self._child  # label order as declared in Metrics
+        c(m.requests, tier, backend.name, str(status)).inc()
+        c(m.e2e_seconds, tier).observe(latency.e2e_s)
         if latency.ttft_s is not None:
-            m.ttft_seconds.labels(tier=tier).observe(latency.ttft_s)
+            c(m.ttft_seconds, tier).observe(latency.ttft_s)
         if latency.tpot_s is not None:
-            m.tpot_seconds.labels(tier=tier).observe(latency.tpot_s)
-        m.tokens.labels(tier=tier, direction="input").inc(result.prompt_tokens)
-        m.tokens.labels(tier=tier, direction="output").inc(result.completion_tokens)
+            c(m.tpot_seconds, tier).observe(latency.tpot_s)
+        c(m.tokens, tier, "input").inc(result.prompt_tokens)
+        c(m.tokens, tier, "output").inc(result.completion_tokens)
         if energy is not None:
-            m.energy_joules.labels(tier=tier, source=energy.source).inc(energy.joules)
+            c(m.energy_joules, tier, energy.source).inc(energy.joules)
         if attempts and attempts.fell_back:
-            m.fallbacks.labels(from_backend=attempts.failed[0][0], to_backend=backend.name).inc()
+            c(m.fallbacks, attempts.failed[0][0], backend.name).inc()
         if rec is None:
             return
         rec.tier, rec.backend = tier, backend.name
@@ -89,4 +99,4 @@ class Recorder:
 
     def failed(self, status: int) -> None:
         """A request that no backend answered (bad input, unknown model, every backend down)."""
-        self.metrics.requests.labels(tier="none", backend="none", status=str(status)).inc()
+        self._child(self.metrics.requests, "none", "none", str(status)).inc()
