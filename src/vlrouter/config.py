@@ -45,6 +45,8 @@ class ServerConfig(_Strict):
     graceful_shutdown_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="uvicorn's line per request (the decision log holds each request)")
+    workers: int = Field(1, ge=1, le=64, description=(
+        "gateway processes on one port (uvicorn workers); each loads its own local backends and encoders"))
 
 
 class ImageLimits(_Strict):

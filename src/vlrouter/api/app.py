@@ -111,3 +111,20 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
     app.include_router(open_routes)
     app.include_router(api)
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``vlrouter serve --workers N`` worker (a uvicorn factory): the parent's settings,
+    rebuilt from the same sources, with the parent's stand-in URLs."""
+    import json
+    import os
+
+    from vlrouter.cli.supervise import WORKER_ENV, setup_logging
+    from vlrouter.config import load_settings
+
+    spec = json.loads(os.environ[WORKER_ENV])
+    settings = load_settings(spec["config"], **spec["overrides"])
+    setup_logging(settings.server.log_level)
+    for name, url in spec["standins"].items():
+        settings.backends[name].base_url = url
+    return build_app(settings, standins=frozenset(spec["standins"]))

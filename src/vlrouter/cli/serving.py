@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic_settings import PydanticBaseSettingsSource
 
-from vlrouter.cli.supervise import run_uvicorn, setup_logging, start_standins, stop_processes
+from vlrouter.cli.supervise import run_uvicorn, run_workers, setup_logging, start_standins, stop_processes
 from vlrouter.config import (
     LocalBackendConfig,
     LogConfig,
@@ -22,15 +22,20 @@ from vlrouter.config import (
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway, with a local stand-in for each cloud backend that has no URL."""
-    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level)) if v}
-    settings = load_settings(args.config, **({"server": server} if server else {}))
+    server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level),
+                                ("workers", args.workers)) if v}
+    overrides = {"server": server} if server else {}
+    settings = load_settings(args.config, **overrides)
     setup_logging(settings.server.log_level)
     check_model_paths(settings)
     from vlrouter.api.app import build_app
 
     procs, standins = start_standins(settings)
     try:
-        run_uvicorn(build_app(settings, standins=standins), settings)
+        if settings.server.workers > 1:
+            run_workers(settings, args.config, overrides, standins)
+        else:
+            run_uvicorn(build_app(settings, standins=standins), settings)
     finally:
         stop_processes(procs)
     return 0
@@ -75,6 +80,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8000)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="gateway processes sharing the port (default from config: 1); /metrics aggregates "
+                            "them (Prometheus multiprocess mode) and they share one decision log. Each loads "
+                            "its own local backends and encoders: serve a local VLM with serve-model instead")
     serve.set_defaults(func=cmd_serve)
 
     sm = sub.add_parser(

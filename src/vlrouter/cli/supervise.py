@@ -6,12 +6,15 @@ gateway dies (PR_SET_PDEATHSIG), and SIGTERM ends the gateway as ``SystemExit(0)
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from vlrouter.config import OpenAIBackendConfig, Settings
 
@@ -107,3 +110,33 @@ def run_uvicorn(app, settings: Settings) -> None:
     uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
                 access_log=settings.server.access_log,  # loop and http: uvloop + httptools when installed
                 timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
+
+
+WORKER_ENV = "_VLROUTER_WORKER"  # how `serve --workers N` hands its settings to each worker process
+
+
+def run_workers(settings: Settings, config: Path | None, overrides: dict, standins: frozenset[str]) -> None:
+    """Serve with ``server.workers`` uvicorn worker processes on one port.
+
+    Each worker rebuilds the settings from the same file, environment and flags (so secrets never
+    travel through a serialised copy) plus the stand-ins' loopback URLs, in ``api.app.worker_app``.
+    Prometheus runs in multiprocess mode in a fresh directory, removed at exit.
+    """
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    metrics_dir = tempfile.mkdtemp(prefix="vlrouter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[WORKER_ENV] = json.dumps({
+        "config": None if config is None else str(config), "overrides": overrides,
+        "standins": {name: settings.backends[name].base_url for name in standins}})
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run("vlrouter.api.app:worker_app", factory=True, workers=settings.server.workers,
+                    host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
+                    access_log=settings.server.access_log,
+                    timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

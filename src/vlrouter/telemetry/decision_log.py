@@ -57,7 +57,7 @@ class DecisionLog:
             raise RuntimeError(f"decision log {self.path}: {self._error}") from self._error
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path)
+        db = sqlite3.connect(self.path, timeout=30)  # several gateway workers may share the file
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
@@ -67,7 +67,8 @@ class DecisionLog:
         have = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
         for name, kind in COLUMNS.items():  # a log written by an older version gains the new columns
             if name not in have:
-                db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+                with contextlib.suppress(sqlite3.OperationalError):  # another worker added it first
+                    db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         cols = ", ".join(f"{name} {kind}" for name, kind in FEEDBACK_COLUMNS.items())
         db.execute(f"CREATE TABLE IF NOT EXISTS feedback ({cols})")
         db.execute("CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id)")
@@ -140,12 +141,19 @@ class DecisionLog:
         self._pending.append((request_id, time.time(), float(score), comment))
 
     def knows(self, request_id: str) -> bool:
-        """Whether a row with this request id was logged (queued lately, or on disk). Blocking: run in a thread."""
+        """Whether a row with this request id was logged (queued lately, or on disk). Blocking: run in a thread.
+
+        A row another gateway worker answered may still be in that worker's memory: one more look
+        after two flush periods covers it."""
         if request_id in self._recent:
             return True
-        with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT 1 FROM decisions WHERE request_id = ? LIMIT 1", (request_id,)).fetchone() \
-                is not None
+        for attempt in range(2):
+            with contextlib.closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)) as db:
+                if db.execute("SELECT 1 FROM decisions WHERE request_id = ? LIMIT 1", (request_id,)).fetchone():
+                    return True
+            if attempt == 0:
+                time.sleep(2 * FLUSH_S)
+        return False
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush every queued row and stop the writer."""

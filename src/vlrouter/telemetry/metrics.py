@@ -6,6 +6,8 @@ library), no request ids or other high-cardinality labels.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -40,4 +42,12 @@ class Metrics:
                                      ["encoder", "result"], registry=r)
 
     def render(self) -> bytes:
+        """The exposition text; under ``vlrouter serve --workers N`` (PROMETHEUS_MULTIPROC_DIR set),
+        the sum over every worker process."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
