@@ -126,6 +126,10 @@ class EncoderConfig(_Strict):
     arch: str | None = None
     pooling: Literal["auto", "cls", "mean"] = "auto"  # hf_text; auto: the folder's pooling config, else CLS
     max_length: int = Field(256, ge=8, le=8192)
+    # How this encoder computes (features/encoders.py). fp32: as trained; bf16: weights and activations
+    # in bfloat16; int8: dynamic int8 Linear layers (CPU only). auto: an explicit features.dtype if one
+    # is set, else fp16 on CUDA, int8 on an x86 CPU with VNNI, fp32 elsewhere. Rows stay float32 unit vectors.
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
 
 
 class BatchingConfig(_Strict):
@@ -139,10 +143,21 @@ class FeaturesConfig(_Strict):
     image_encoder: EncoderConfig | None = None
     text_encoder: EncoderConfig | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The float dtype of both encoders, read only by an encoder whose ``precision`` is auto (an explicit
+    # precision wins); auto: each encoder's precision rule decides.
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads for the encoders")
     cache_entries: int = Field(4096, ge=0, description="LRU entries per encoder; 0 disables the cache")
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    @model_validator(mode="after")
+    def _int8_on_cpu(self) -> FeaturesConfig:
+        for field in ("image_encoder", "text_encoder"):
+            enc = getattr(self, field)
+            if self.device == "cuda" and enc is not None and enc.precision == "int8":
+                raise ValueError(f"{field}.precision int8 is CPU-only (dynamic quantisation); on CUDA use auto, "
+                                 "fp32 or bf16")
+        return self
 
 
 class LogConfig(_Strict):
@@ -181,6 +196,9 @@ class RoutingConfig(_Strict):
         "so the log holds outcomes of the tier the router would not have picked"))
     explore_seed: int | None = None
     checkpoint: Path | None = Field(None, description="trained router directory (router.json + .safetensors)")
+    cascade_band: float | None = Field(None, ge=0, description=(
+        "route on text + signals first and embed images only when that margin is within this band of "
+        "the threshold (router.cascade); unset: the band the checkpoint calibrated on dev; 0: always embed"))
 
     @model_validator(mode="after")
     def _checkpoint_policy(self) -> RoutingConfig:

@@ -53,9 +53,10 @@ def build_gateway(settings: Settings, backends: dict[str, Backend], router: Rout
     recorder = Recorder(metrics, decision_log, feature_spec_version=features.spec.version if features else None)
     http = httpx.AsyncClient()
     decoder = InputDecoder(settings, http, parse_scenario(routing.default_scenario))
+    band = routing.cascade_band if routing.cascade_band is not None else router.cascade_band
     return Gateway(settings=settings, backends=backends, router=router, planner=planner,
                    dispatcher=Dispatcher(backends, breakers), recorder=recorder, decoder=decoder, http=http,
-                   features=features, standins=standins, energy=energy)
+                   features=features, standins=standins, energy=energy, cascade_band=band)
 
 
 def load_router(settings: Settings, features: FeaturePipeline | None) -> Router:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -24,7 +24,8 @@ from vlrouter.errors import VLRouterError
 from vlrouter.features import FeaturePipeline
 from vlrouter.meters.energy import EnergyLedger, EnergyReading, token_estimate
 from vlrouter.meters.latency import RequestLatency, measure
-from vlrouter.router import Router, RoutingInput
+from vlrouter.router import Decision, Router, RoutingInput
+from vlrouter.router.cascade import settled
 from vlrouter.router.planner import AUTO_MODEL, Plan, Planner
 from vlrouter.telemetry.record import DecisionRecord
 from vlrouter.telemetry.recorder import Recorder
@@ -47,6 +48,7 @@ class Gateway:
     features: FeaturePipeline | None = None
     standins: frozenset[str] = frozenset()
     energy: EnergyLedger | None = None  # this process' meter (the local backends measure with it)
+    cascade_band: float = 0.0  # routing.cascade_band, or the checkpoint's (router.cascade); 0: off
 
     def energy_of(self, backend: Backend, result: Generation) -> EnergyReading | None:
         """What the backend measured (or a remote vlrouter reported), else a per-token estimate for
@@ -96,18 +98,37 @@ class Pipeline:
         started = time.perf_counter()
         gw = self.gw
         if query.model == AUTO_MODEL:
-            images, text = query.generation.images, query.generation.text
-            features = await gw.features.extract(text, images) if gw.features is not None else None
-            decision = gw.router.route(RoutingInput(
-                text=text, n_images=len(images), image_pixels=sum(img.pixels for img in images),
-                scenario=query.scenario, features=None if features is None else features.vector))
-            plan = gw.planner.routed(decision)
+            plan = gw.planner.routed(await self.decide(query))
         else:
             plan = gw.planner.forced(query.model)
         routed = Routed(query, plan, time.perf_counter() - started)
         gw.recorder.planned(self.rec, model=query.model, scenario=query.scenario, plan=plan,
                             route_s=routed.route_s, stream=query.stream, messages=query.messages)
         return routed
+
+    async def decide(self, query: Query) -> Decision:
+        """The router's decision; with images and a cascade band, first without the image encoder."""
+        gw = self.gw
+        images, text = query.generation.images, query.generation.text
+
+        def routing_input(vector, unknown=frozenset()) -> RoutingInput:
+            return RoutingInput(text=text, n_images=len(images), image_pixels=sum(i.pixels for i in images),
+                                scenario=query.scenario, features=vector, unknown=unknown)
+
+        if gw.features is None:
+            return gw.router.route(routing_input(None))
+        band = gw.cascade_band
+        if band > 0 and images and gw.features.image is not None:
+            cheap = await gw.features.extract(text, images, image=False)
+            decision = gw.router.route(routing_input(cheap.vector, frozenset({"image"})))
+            if settled(decision, band):
+                gw.recorder.cascade("text")
+                return replace(decision, scores={**decision.scores, "image_encoder": 0.0})
+            gw.recorder.cascade("image")
+            features = await gw.features.add_images(cheap, images)
+            decision = gw.router.route(routing_input(features.vector))
+            return replace(decision, scores={**decision.scores, "image_encoder": 1.0})
+        return gw.router.route(routing_input((await gw.features.extract(text, images)).vector))
 
     async def answer(self, query: Query) -> Answer:
         """Route, generate (with fallback down the chain) and record one non-streamed request."""

@@ -36,7 +36,7 @@ class QueryFeatures:
     vector: np.ndarray
     signals: np.ndarray
     timings_ms: dict[str, float] = field(default_factory=dict)
-    cache: dict[str, str] = field(default_factory=dict)  # modality -> hit | miss | none
+    cache: dict[str, str] = field(default_factory=dict)  # modality -> hit | miss | none | skipped
 
 
 class _EncoderLane:
@@ -112,18 +112,32 @@ class FeaturePipeline:
         values = await loop.run_in_executor(None, query_signals, text, [(i.image, len(i.data)) for i in images])
         return values, (time.perf_counter() - started) * 1000
 
-    async def extract(self, text: str, images: Sequence[DecodedImage] = ()) -> QueryFeatures:
-        """A live request's features: the three parts concurrently (cached, micro-batched), then fused."""
+    async def extract(self, text: str, images: Sequence[DecodedImage] = (), *, image: bool = True) -> QueryFeatures:
+        """A live request's features: the three parts concurrently (cached, micro-batched), then fused.
+
+        ``image=False`` leaves the image encoder out (the routing cascade's first stage): the image
+        block is zeros and ``cache["image"]`` is ``"skipped"``; ``add_images`` completes it later."""
         started = time.perf_counter()
+        skip = not image and bool(images) and self.image is not None
         (img, img_hit, img_ms), (txt, txt_hit, txt_ms), (signals, sig_ms) = await asyncio.gather(
-            self._image_part(images), self._text_part(text), self._signals(text, images))
+            self._image_part(() if skip else images), self._text_part(text), self._signals(text, images))
         vector = fuse(self.spec, img, txt, signals)
         return QueryFeatures(
             vector=vector, signals=signals,
             timings_ms={"signals": sig_ms, "image_encoder": img_ms, "text_encoder": txt_ms,
                         "features_total": (time.perf_counter() - started) * 1000},
-            cache={"image": img_hit, "text": txt_hit},
+            cache={"image": "skipped" if skip else img_hit, "text": txt_hit},
         )
+
+    async def add_images(self, partial: QueryFeatures, images: Sequence[DecodedImage]) -> QueryFeatures:
+        """``partial`` (from ``extract(..., image=False)``) with its image block computed and fused in."""
+        started = time.perf_counter()
+        img, img_hit, img_ms = await self._image_part(images)
+        text = partial.vector[self.spec.slices()["text"]] if self.text is not None else None
+        timings = {**partial.timings_ms, "image_encoder": img_ms}
+        timings["features_total"] += (time.perf_counter() - started) * 1000
+        return QueryFeatures(vector=fuse(self.spec, img, text, partial.signals), signals=partial.signals,
+                             timings_ms=timings, cache={**partial.cache, "image": img_hit})
 
     def encode_many(self, texts: Sequence[str], images: Sequence[Sequence[DecodedImage]], *,
                     batch_size: int = 32, progress: bool = True, desc: str = "features") -> np.ndarray:

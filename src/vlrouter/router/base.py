@@ -24,6 +24,7 @@ class RoutingInput:
     image_pixels: int
     scenario: Scenario
     features: Any = None  # fused feature vector, when a feature pipeline is configured
+    unknown: frozenset[str] = frozenset()  # feature blocks not computed (the cascade's first stage: {"image"})
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,18 @@ class Router(ABC):
     """A routing policy: ``cloud_benefit`` scores a query, ``route`` turns the score into a ``Decision``."""
 
     name: ClassVar[str]
+    accepts_unknown: ClassVar[bool] = False  # can decide with RoutingInput.unknown blocks (router.cascade)
     # Per-scenario-corner thresholds; tau(w) is their w-weighted mix.
     taus: tuple[float, float, float] = (0.85, 0.45, 0.75)
 
     @abstractmethod
     def cloud_benefit(self, query: RoutingInput) -> tuple[float, dict[str, float]]:
         """Return (benefit in [0, 1], named component scores) of sending the query to the cloud."""
+
+    @property
+    def cascade_band(self) -> float:
+        """The routing cascade's band (router.cascade); 0: this router always sees the full features."""
+        return 0.0
 
     def describe(self) -> str:
         """One line for the start-up log."""

@@ -106,6 +106,7 @@ class MLPRouter(Router):
     """The trained scenario-conditioned router (see the module docstring); ``load`` reads a checkpoint."""
 
     name = "mlp"
+    accepts_unknown = True  # trained with group dropout: a blanked block reads as "no information"
 
     def __init__(self, nets: RouterNet | list[RouterNet], *, spec: FeatureSpec, models: list[dict],
                  mean: np.ndarray, std: np.ndarray, refs: UtilityRefs, thresholds: dict[str, float] | None = None,
@@ -128,6 +129,11 @@ class MLPRouter(Router):
         trained = self.meta.get("training", {}).get("data")
         return (f"{self.name} ({len(self.models)} models, ensemble of {len(self.nets)}, decision {self.decision}, "
                 f"tau fast/quality/energy = {taus}{f', trained on {trained}' if trained else ''})")
+
+    @property
+    def cascade_band(self) -> float:
+        """The first-stage band calibrated at training time (router.cascade); 0 for older checkpoints."""
+        return float((self.meta.get("cascade") or {}).get("band") or 0.0)
 
     @property
     def default_threshold(self) -> float:
@@ -193,9 +199,17 @@ class MLPRouter(Router):
         return float(self.margins(pred)[0]), {}
 
     def _features(self, query: RoutingInput) -> np.ndarray:
+        """The raw fused vector; an unknown block is set to the training mean, i.e. standardised 0,
+        which is how group dropout blanked it in training."""
         if query.features is None:
             raise ValueError("the mlp router needs query features (features.enabled: true)")
-        return np.asarray(query.features)
+        x = np.asarray(query.features)
+        if query.unknown:
+            x = x.astype(np.float32, copy=True)
+            slices = self.spec.slices()
+            for block in query.unknown:
+                x[slices[block]] = self.mean[slices[block]]
+        return x
 
     def route(self, query: RoutingInput) -> Decision:
         pred = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
@@ -261,7 +275,8 @@ class MLPRouter(Router):
             prefix = f"net{i}."
             net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             nets.append(net)
-        extra = {k: v for k, v in meta.items() if k in ("hyperparameters", "dev_metrics", "training", "calibration")}
+        kept = ("hyperparameters", "dev_metrics", "training", "calibration", "cascade")
+        extra = {k: v for k, v in meta.items() if k in kept}
         return cls(nets, spec=spec, models=meta["models"], mean=tensors["scaler.mean"].numpy(),
                    std=tensors["scaler.std"].numpy(), refs=UtilityRefs(**meta["utility_refs"]),
                    thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra)

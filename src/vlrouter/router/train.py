@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
+from vlrouter.router.cascade import calibrate_band
 from vlrouter.router.mlp import MLPRouter, Prediction, RouterNet
 from vlrouter.router.scenario import PRESETS
 from vlrouter.router.utility import Outcomes
@@ -284,5 +285,6 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
             "ensemble": len(router.nets), "decision": cfg.decision,
             "group_dropout": {"chosen": gd, "dev_loss": {str(k): round(v, 5) for k, v in dev_losses.items()}},
             "calibration": {"folds": cfg.calibration_folds, "n": len(cal_idx), "by_preset": cal_report}}
-    router.meta.update({"dev_metrics": dev_metrics, "training": info})
+    router.meta.update({"dev_metrics": dev_metrics, "training": info,
+                        "cascade": calibrate_band(router, X[dev_idx], scenarios=PRESETS)})
     return router, {"history": history, **info}

@@ -97,6 +97,10 @@ class Recorder:
             rec.energy_j, rec.energy_source = round(energy.joules, 6), energy.source
             rec.energy_attribution = energy.attribution
 
+    def cascade(self, stage: str) -> None:
+        """A query with images was decided at ``stage``: "text" (image encoder skipped) or "image"."""
+        self._child(self.metrics.cascade, stage).inc()
+
     def failed(self, status: int) -> None:
         """A request that no backend answered (bad input, unknown model, every backend down)."""
         self._child(self.metrics.requests, "none", "none", str(status)).inc()
