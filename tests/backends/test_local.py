@@ -70,6 +70,27 @@ def test_context_overflow_is_rejected(tiny_vlm):
         asyncio.run(go())
 
 
+def test_a_huge_prompt_is_refused_before_the_worker_and_does_not_delay_others(tiny_vlm):
+    """5 MB of text is over any context by the character bound: refused without tokenising, while a
+    small request on the same worker still answers."""
+    huge = GenerationRequest(messages=[Message("user", ["word " * 1_000_000])], max_tokens=4)
+    small = GenerationRequest(messages=[Message("user", ["hi"])], max_tokens=2)
+
+    async def go():
+        b = backend(tiny_vlm)
+        await b.start()
+        try:
+            return await asyncio.gather(*(b.generate(huge) for _ in range(3)), b.generate(small),
+                                        return_exceptions=True)
+        finally:
+            await b.aclose()
+
+    results = asyncio.run(go())
+    # "at least N tokens" is the character bound's message: the worker never tokenised these
+    assert all(isinstance(r, BackendRejected) and "at least" in str(r) and r.status == 400 for r in results[:3])
+    assert not isinstance(results[3], BaseException) and results[3].completion_tokens >= 1
+
+
 def test_missing_model_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match=r"backends\.edge\.model_path"):
         asyncio.run(backend(tmp_path / "nothing").start())
