@@ -58,6 +58,30 @@ class ChatCompletionRequest(_Model):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="only one choice is supported")
     seed: int | None = None
+    # OpenAI fields no tier here honours: accepted by the schema so that they can be refused by name
+    # (400 unsupported_parameter) instead of being silently ignored; their no-op values pass.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    audio: Any = None
+
+    def unsupported(self) -> str | None:
+        """The first field set to a value that would change the answer in a way no tier supports."""
+        noop = {"tool_choice": ("none",), "response_format": ({"type": "text"},), "logprobs": (False,),
+                "parallel_tool_calls": (True, False), "tools": ([],), "functions": ([],), "logit_bias": ({},),
+                "function_call": ("none",)}
+        for name in ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
+                     "response_format", "logprobs", "top_logprobs", "logit_bias", "audio"):
+            value = getattr(self, name)
+            if value is not None and value not in noop.get(name, ()):
+                return name
+        return None
     user: str | None = None
     # vlrouter extension: preset name or {"speed", "quality", "energy"} weights
     scenario: str | dict[str, Any] | None = None

@@ -64,7 +64,18 @@ BAD_CHAT = {
     "too_many_stops": ({**user("hi"), "stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_value"),
     "remote_url_disabled": (user(image_part("https://example.com/cat.png")), 400, "image_url_forbidden"),
     "ftp_url": (user(image_part("ftp://example.com/cat.png")), 400, "invalid_image_url"),
+    "tools": ({**user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
+              "unsupported_parameter"),
+    "json_schema_output": ({**user("hi"), "response_format": {"type": "json_object"}}, 400, "unsupported_parameter"),
+    "logprobs": ({**user("hi"), "logprobs": True}, 400, "unsupported_parameter"),
 }
+
+
+def test_unsupported_fields_are_named_and_their_no_op_values_pass(http):
+    error = assert_error(http.post(CHAT, json={**user("hi"), "tools": [{"type": "function"}]}), 400)
+    assert error["param"] == "tools" and "tools is not supported" in error["message"]
+    noop = {"tool_choice": "none", "response_format": {"type": "text"}, "logprobs": False, "tools": []}
+    assert http.post(CHAT, json={**user("hi"), "model": "edge", **noop}).status_code == 200
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CHAT))

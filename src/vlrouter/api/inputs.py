@@ -52,6 +52,10 @@ class InputDecoder:
         self.default_scenario = default_scenario
 
     async def chat(self, body: ChatCompletionRequest, request: Request) -> Query:
+        if (field := body.unsupported()) is not None:
+            raise RequestError(400, f"{field} is not supported: vlrouter's tiers answer with plain text "
+                               "(no tools, structured output, logprobs or audio); remove it",
+                               code="unsupported_parameter", param=field)
         rid = request.state.request_id
         messages = await self._messages(body.messages)
         scenario = self._scenario(body.scenario, request)
