@@ -82,6 +82,15 @@ class CircuitConfig(_Strict):
     cooldown_s: float = Field(15.0, ge=0)
 
 
+class AdmissionConfig(_Strict):
+    """Backpressure per backend: requests past ``max_in_flight`` wait in a queue of ``max_queue``;
+    beyond that the backend is busy (the other tier is tried, else 429 with Retry-After)."""
+
+    max_in_flight: int = Field(ge=1)
+    max_queue: int = Field(ge=0)
+    retry_after_s: int = Field(1, ge=1, description="the Retry-After of a 429 when every backend is busy")
+
+
 class _BackendBase(_Strict):
     tier: Literal["edge", "cloud"]
     timeouts: Timeouts = Field(default_factory=Timeouts)
@@ -95,6 +104,8 @@ class LocalBackendConfig(_BackendBase):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch intra-op threads; None = torch default")
+    # one generation at a time on the worker: a few may wait there, a bounded queue in front of it
+    admission: AdmissionConfig = Field(default_factory=lambda: AdmissionConfig(max_in_flight=4, max_queue=64))
 
 
 class OpenAIBackendConfig(_BackendBase):
@@ -104,6 +115,7 @@ class OpenAIBackendConfig(_BackendBase):
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(None, description="name of an env var holding the key")
     max_retries: int = Field(2, ge=0, le=10)
+    admission: AdmissionConfig = Field(default_factory=lambda: AdmissionConfig(max_in_flight=256, max_queue=1024))
     backoff_s: float = Field(0.25, ge=0)
     standin_model: Path | None = Field(
         None, description="with no base_url, `vlrouter serve` starts `serve-model` on this model as a stand-in"

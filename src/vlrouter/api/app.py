@@ -18,7 +18,7 @@ from vlrouter.api.pipeline import Gateway
 from vlrouter.api.routes import api, open_routes
 from vlrouter.backends import build_backend
 from vlrouter.backends.base import Backend
-from vlrouter.backends.fallback import CircuitBreaker, Dispatcher
+from vlrouter.backends.fallback import Admission, CircuitBreaker, Dispatcher
 from vlrouter.config import LocalBackendConfig, Settings
 from vlrouter.features import FeaturePipeline
 from vlrouter.meters.energy import EnergyLedger, build_ledger
@@ -50,12 +50,13 @@ def build_gateway(settings: Settings, backends: dict[str, Backend], router: Rout
     planner = Planner([BackendRef(n, b.tier, b.model) for n, b in backends.items()], fallback=routing.fallback,
                       explore=routing.explore, rng=random.Random(routing.explore_seed))
     breakers = {name: CircuitBreaker(settings.backends[name].circuit) for name in backends}
+    admissions = {name: Admission(settings.backends[name].admission, name) for name in backends}
     recorder = Recorder(metrics, decision_log, feature_spec_version=features.spec.version if features else None)
     http = httpx.AsyncClient()
     decoder = InputDecoder(settings, http, parse_scenario(routing.default_scenario))
     band = routing.cascade_band if routing.cascade_band is not None else router.cascade_band
     return Gateway(settings=settings, backends=backends, router=router, planner=planner,
-                   dispatcher=Dispatcher(backends, breakers), recorder=recorder, decoder=decoder, http=http,
+                   dispatcher=Dispatcher(backends, breakers, admissions), recorder=recorder, decoder=decoder, http=http,
                    features=features, standins=standins, energy=energy, cascade_band=band)
 
 

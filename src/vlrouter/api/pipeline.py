@@ -18,7 +18,7 @@ import httpx
 from vlrouter.api.errors import as_error
 from vlrouter.api.inputs import InputDecoder, Query
 from vlrouter.backends.base import Backend, Generation, StreamDelta
-from vlrouter.backends.fallback import Attempts, Dispatcher
+from vlrouter.backends.fallback import AllBackendsFailed, Attempts, Dispatcher
 from vlrouter.config import Settings
 from vlrouter.errors import VLRouterError
 from vlrouter.features import FeaturePipeline
@@ -153,7 +153,7 @@ class Pipeline:
     def failed(self, exc: BaseException, query: Query | None) -> VLRouterError:
         """Account for a request that ends in an error before any backend answered."""
         err = as_error(exc)
-        self.gw.recorder.failed(err.status)
+        self.gw.recorder.failed(err.status, exc.attempts if isinstance(exc, AllBackendsFailed) else None)
         log.warning("request %s failed: %s %s", query.request_id if query else "-", err.status, err.message)
         return err
 

@@ -59,12 +59,9 @@ def resolve_device(device: str, dtype: str) -> tuple[str, Any]:
 
 @functools.cache
 def fast_int8_cpu() -> bool:
-    """Whether dynamic int8 is the fast path here: an x86 CPU with VNNI and torch's x86/fbgemm engine."""
+    """Whether int8 is the fast path here: an x86 CPU with VNNI, and torch's int8 matmul (oneDNN)."""
     torch = import_torch()
-    quant = getattr(getattr(torch, "ao", None), "quantization", None)
-    if not hasattr(quant, "quantize_dynamic"):
-        return False
-    if not {"x86", "fbgemm"} & set(torch.backends.quantized.supported_engines):
+    if not hasattr(torch, "_int_mm"):
         return False
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -89,14 +86,43 @@ def resolve_precision(precision: str, device: str, dtype: Any = None) -> str:
     return "int8" if fast_int8_cpu() else "fp32"
 
 
-def quantize_int8(module):
-    """``module`` with every ``nn.Linear`` dynamically quantised in place (per-channel int8 weights)."""
+@functools.cache
+def _int8_linear_class():
     torch = import_torch()
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(module, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+    class Int8Linear(torch.nn.Module):
+        """``nn.Linear`` as W8A8: int8 weights with one scale per output channel; each call quantises
+        every input row (token) with its own scale, multiplies in int8 (``torch._int_mm``, int32
+        accumulation) and rescales to float32."""
+
+        def __init__(self, linear):
+            super().__init__()
+            w = linear.weight.detach().float()
+            scale = (w.abs().amax(1) / 127).clamp(min=1e-12)
+            self.register_buffer("weight_t", torch.round(w / scale[:, None]).to(torch.int8).t().contiguous())
+            self.register_buffer("scale", scale)
+            bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros_like(scale)
+            self.register_buffer("bias", bias)
+
+        def forward(self, x):
+            rows = x.reshape(-1, x.shape[-1])
+            s = rows.abs().amax(-1, keepdim=True).div_(127.0).clamp_(min=1e-12)
+            q = torch.round(rows / s).to(torch.int8)
+            y = torch.addcmul(self.bias, torch._int_mm(q, self.weight_t) * s, self.scale)
+            return y.reshape((*x.shape[:-1], y.shape[-1]))
+
+    return Int8Linear
+
+
+def quantize_int8(module):
+    """``module`` with every ``nn.Linear`` (exactly that type) replaced by an ``Int8Linear``, in place."""
+    torch = import_torch()
+    int8_linear = _int8_linear_class()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, name, int8_linear(child))
+    return module
 
 
 def _normalise(x) -> np.ndarray:
@@ -174,13 +200,13 @@ class Encoder:
             reference = [self._encode(batch) for batch in probes]
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python values
-                traced = torch.jit.trace(_Call(self.model, self._forward), self._inputs([self._probe()]),
+                traced = torch.jit.trace(_call_module(self.model, self._forward), self._inputs([self._probe()]),
                                          check_trace=False)
             self._run = traced
             for _ in range(2):  # the profiling executor optimises on the first calls
                 got = [self._encode(batch) for batch in probes]
             ok = all(np.allclose(g, r, atol=1e-4) for g, r in zip(got, reference, strict=True))
-        except Exception as exc:  # noqa: BLE001 - any failure: keep the eager model
+        except Exception as exc:  # any failure: keep the eager model
             log.warning("encoder %s: no TorchScript trace (%s); running eager", self.name, exc)
             ok = False
         self.traced = ok
@@ -188,7 +214,7 @@ class Encoder:
             self._run = self._forward
 
 
-def _Call(model, fn: Callable):  # noqa: N802 - a module class made on demand (torch is imported lazily)
+def _call_module(model, fn: Callable):  # a class made on demand: torch is imported lazily
     """``fn(*inputs)`` as a module that owns ``model`` (what ``fn`` calls), for ``torch.jit.trace``."""
     torch = import_torch()
 

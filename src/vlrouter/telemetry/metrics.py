@@ -38,6 +38,8 @@ class Metrics:
         self.fallbacks = Counter("vlrouter_fallbacks", "Requests answered by a fallback backend",
                                  ["from_backend", "to_backend"], registry=r)
 
+        self.busy = Counter("vlrouter_backend_busy", "Requests a backend turned away because its in-flight limit "
+                            "and queue were full (backends.*.admission)", ["backend"], registry=r)
         self.cascade = Counter("vlrouter_routing_cascade", "Routed queries with images by the stage that decided: "
                                "text (image encoder skipped) or image", ["stage"], registry=r)
         self.feature_cache = Counter("vlrouter_feature_cache", "Embedding cache lookups by encoder and result",

@@ -85,6 +85,7 @@ class Recorder:
             c(m.energy_joules, tier, energy.source).inc(energy.joules)
         if attempts and attempts.fell_back:
             c(m.fallbacks, attempts.failed[0][0], backend.name).inc()
+        self.turned_away(attempts)
         if rec is None:
             return
         rec.tier, rec.backend = tier, backend.name
@@ -101,6 +102,12 @@ class Recorder:
         """A query with images was decided at ``stage``: "text" (image encoder skipped) or "image"."""
         self._child(self.metrics.cascade, stage).inc()
 
-    def failed(self, status: int) -> None:
-        """A request that no backend answered (bad input, unknown model, every backend down)."""
+    def turned_away(self, attempts: Attempts | None) -> None:
+        """Count the backends that were skipped as busy on the way down the chain."""
+        for name in attempts.busy if attempts else ():
+            self._child(self.metrics.busy, name).inc()
+
+    def failed(self, status: int, attempts: Attempts | None = None) -> None:
+        """A request that no backend answered (bad input, unknown model, every backend down or busy)."""
         self._child(self.metrics.requests, "none", "none", str(status)).inc()
+        self.turned_away(attempts)
