@@ -37,6 +37,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RateLimitConfig(_Strict):
+    """Per API key (bearer token; ``anonymous`` without one) on /v1/chat/completions and /infer."""
+
+    requests_per_minute: int | None = Field(None, ge=1, description="unset: no request limit")
+    tokens_per_minute: int | None = Field(None, ge=1, description="prompt + completion tokens; unset: no limit")
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -44,6 +51,7 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     graceful_shutdown_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     access_log: bool = Field(False, description="uvicorn's line per request (the decision log holds each request)")
     workers: int = Field(1, ge=1, le=64, description=(
         "gateway processes on one port (uvicorn workers); each loads its own local backends and encoders"))

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from vlrouter import __version__
 from vlrouter.api.errors import install_error_handlers
 from vlrouter.api.inputs import InputDecoder
+from vlrouter.api.limits import RateLimiter, RateLimitMiddleware
 from vlrouter.api.middleware import BodyLimitMiddleware, DecisionLogMiddleware, RequestIdMiddleware
 from vlrouter.api.pipeline import Gateway
 from vlrouter.api.routes import api, open_routes
@@ -108,6 +109,9 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
                   description="Edge-cloud routing gateway for vision-language models (OpenAI-compatible).")
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    limits = settings.server.rate_limits
+    if limits.requests_per_minute or limits.tokens_per_minute:  # inside the log: a 429 is logged too
+        app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(limits))
     app.add_middleware(DecisionLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(open_routes)

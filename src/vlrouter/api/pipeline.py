@@ -87,11 +87,13 @@ class Answer:
 
 
 class Pipeline:
-    """Serves decoded queries for one request; ``rec`` is its decision record (None: log disabled)."""
+    """Serves decoded queries for one request; ``rec`` is its decision record (None: log disabled) and
+    ``state`` the request's ASGI state (the rate limiter reads ``usage_tokens`` from it)."""
 
-    def __init__(self, gateway: Gateway, rec: DecisionRecord | None):
+    def __init__(self, gateway: Gateway, rec: DecisionRecord | None, state=None):
         self.gw = gateway
         self.rec = rec
+        self.state = state
 
     async def route(self, query: Query) -> Routed:
         """Features and router for ``vlrouter-auto``, else the forced backend; recorded as planned."""
@@ -165,6 +167,8 @@ class Pipeline:
         energy = self.gw.energy_of(backend, result)
         self.gw.recorder.answered(self.rec, backend=backend, status=status, result=result, latency=latency,
                                   energy=energy, attempts=attempts)
+        if self.state is not None and hasattr(self.state, "usage_tokens"):
+            self.state.usage_tokens += result.prompt_tokens + result.completion_tokens
         if log.isEnabledFor(logging.DEBUG):  # the decision log and /metrics hold this; no line per request
             q, d = routed.query, routed.plan.decision
             log.debug("%s model=%s scenario=%s decision=%s(%s) answered_by=%s/%s fallback=%s route_ms=%.2f",

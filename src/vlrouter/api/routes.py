@@ -26,7 +26,7 @@ def gateway(request: Request) -> Gateway:
 
 def pipeline(request: Request) -> Pipeline:
     """The serving pipeline for this request, with its decision record (opened by the middleware)."""
-    return Pipeline(gateway(request), getattr(request.state, "record", None))
+    return Pipeline(gateway(request), getattr(request.state, "record", None), request.state)
 
 
 async def require_key(request: Request) -> None:  # async: a sync dependency costs a thread hop
