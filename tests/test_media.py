@@ -6,6 +6,7 @@ import base64
 import io
 
 import pytest
+from fastapi import Request
 from PIL import Image
 
 from vlrouter.config import ImageLimits
@@ -81,3 +82,44 @@ def test_remote_url_policy():
         check_remote_url("http://localhost:8080/a.png", enabled)
     with pytest.raises(MediaError, match="http"):
         check_remote_url("file:///etc/passwd", enabled)
+
+
+def test_remote_fetch_connects_to_the_address_it_checked(tmp_path):
+    """Resolved once, checked, and fetched from that address with the original Host: a second lookup
+    (DNS rebinding to a private address) never happens."""
+    import asyncio
+    import socket
+
+    import httpx
+    from fastapi import FastAPI, Response
+
+    from tests.conftest import ThreadServer
+    from vlrouter.media import fetch_remote_image
+
+    seen, lookups = {}, []
+    app = FastAPI()
+
+    @app.get("/cat.png")
+    async def cat(request: Request):  # Request: imported at module level, where FastAPI resolves it
+        seen["host"] = request.headers["host"]
+        return Response(encode(Image.new("RGB", (8, 8), "red"), "PNG"), media_type="image/png")
+
+    def resolve(host, port, **kwargs):  # the name resolves to loopback, once; a rebinding answer would differ
+        lookups.append(host)
+        return socket.getaddrinfo("127.0.0.1", port, **kwargs)
+
+    limits = ImageLimits(allow_remote=True, allowed_hosts=["images.test"], allow_private=True)
+    with ThreadServer(app) as server:
+        url = f"http://images.test:{server.port}/cat.png"
+
+        async def go():
+            async with httpx.AsyncClient() as client:
+                return await fetch_remote_image(url, limits, client, resolve=resolve)
+
+        image = asyncio.run(go())
+    assert image.image.size == (8, 8)
+    assert seen["host"] == f"images.test:{server.port}" and lookups == ["images.test"]
+    pinned = check_remote_url(url, limits, resolve=resolve)
+    assert pinned.url == f"http://127.0.0.1:{server.port}/cat.png" and pinned.hostname == "images.test"
+    with pytest.raises(MediaError, match="non-public"):  # the same name without allow_private
+        check_remote_url(url, ImageLimits(allow_remote=True, allowed_hosts=["images.test"]), resolve=resolve)

@@ -63,6 +63,8 @@ class ImageLimits(_Strict):
     max_pixels: int = Field(36_000_000, ge=1, description="decoded pixels per image (bomb guard)")
     allow_remote: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
+    allow_private: bool = Field(False, description=(
+        "let allow-listed hosts resolve to private or loopback addresses (an intranet image store)"))
     fetch_timeout_s: float = Field(5.0, gt=0)
 
 

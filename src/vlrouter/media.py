@@ -16,7 +16,7 @@ import ipaddress
 import socket
 import warnings
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image, UnidentifiedImageError
 
@@ -110,8 +110,24 @@ def _host_allowed(host: str, allowed: list[str]) -> bool:
     return any(host == a.lower() or host.endswith("." + a.lower().lstrip(".")) for a in allowed)
 
 
-def check_remote_url(url: str, limits: ImageLimits, param: str | None = None) -> str:
-    """Validate an http(s) image URL against the policy; return the host. Resolves DNS."""
+@dataclass(frozen=True)
+class PinnedURL:
+    """A remote image URL resolved once and checked: ``url`` names the checked ``address``; ``host``
+    (the original name, with any port) goes in the Host header and TLS verifies against ``hostname``."""
+
+    url: str
+    host: str
+    hostname: str
+    address: str
+
+
+def check_remote_url(url: str, limits: ImageLimits, param: str | None = None,
+                     resolve=socket.getaddrinfo) -> PinnedURL:
+    """Validate an http(s) image URL against the policy and pin it to the address it resolved to.
+
+    Every address the name resolves to must be public (unless ``images.allow_private``); the fetch
+    then connects to the first of them, so a second lookup cannot answer differently (DNS
+    rebinding). Blocking (DNS): call it in a thread."""
     if not limits.allow_remote:
         raise MediaError("remote image URLs are disabled on this server; send a data URL",
                          code="image_url_forbidden", param=param)
@@ -122,24 +138,37 @@ def check_remote_url(url: str, limits: ImageLimits, param: str | None = None) ->
     if not _host_allowed(host, limits.allowed_hosts):
         raise MediaError(f"image host {host!r} is not in the allow-list", code="image_url_forbidden", param=param)
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror as exc:
+        infos = resolve(host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
         raise MediaError(f"image host {host!r} does not resolve", code="invalid_image_url", param=param) from exc
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0])
-        if not addr.is_global:
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for addr in addresses:
+        if not addr.is_global and not limits.allow_private:
             raise MediaError(f"image host {host!r} resolves to a non-public address ({addr})",
                              code="image_url_forbidden", param=param)
-    return host
+    if not addresses:
+        raise MediaError(f"image host {host!r} does not resolve", code="invalid_image_url", param=param)
+    pinned = f"[{addresses[0]}]" if addresses[0].version == 6 else str(addresses[0])
+    netloc = pinned + (f":{parts.port}" if parts.port else "")
+    return PinnedURL(url=urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")),
+                     host=parts.netloc.rpartition("@")[2], hostname=host, address=str(addresses[0]))
 
 
-async def fetch_remote_image(url: str, limits: ImageLimits, client, param: str | None = None) -> DecodedImage:
-    """Fetch an allow-listed public image URL with size and time limits (no redirects)."""
+async def fetch_remote_image(url: str, limits: ImageLimits, client, param: str | None = None,
+                             resolve=socket.getaddrinfo) -> DecodedImage:
+    """Fetch an allow-listed public image URL from the address it was checked at (no second DNS
+    lookup, no redirects), with size and time limits."""
+    import asyncio
+
     import httpx
 
-    check_remote_url(url, limits, param)
+    pinned = await asyncio.to_thread(check_remote_url, url, limits, param, resolve)
+    extensions = {"sni_hostname": pinned.hostname} if pinned.url.startswith("https:") else {}
+    request = client.build_request("GET", pinned.url, headers={"Host": pinned.host}, extensions=extensions,
+                                   timeout=limits.fetch_timeout_s)
     try:
-        async with client.stream("GET", url, timeout=limits.fetch_timeout_s, follow_redirects=False) as resp:
+        resp = await client.send(request, stream=True, follow_redirects=False)
+        try:
             if resp.status_code != 200:
                 raise MediaError(f"image URL returned HTTP {resp.status_code}", code="invalid_image_url", param=param)
             chunks, size = [], 0
@@ -149,6 +178,8 @@ async def fetch_remote_image(url: str, limits: ImageLimits, client, param: str |
                     raise MediaError(f"image is larger than {limits.max_image_bytes} bytes",
                                      code="image_too_large", status=413, param=param)
                 chunks.append(chunk)
+        finally:
+            await resp.aclose()
     except httpx.HTTPError as exc:
         raise MediaError(f"could not fetch image URL: {exc}", code="invalid_image_url", param=param) from exc
     return decode_image_bytes(b"".join(chunks), limits, param)
