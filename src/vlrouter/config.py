@@ -71,6 +71,9 @@ class ImageLimits(_Strict):
 class GenerationConfig(_Strict):
     default_max_tokens: int = Field(256, ge=1)
     max_tokens_limit: int = Field(2048, ge=1)
+    max_prompt_chars: int = Field(1_000_000, ge=1, description=(
+        "characters of text per request; more is refused before any tokenising or routing (413). "
+        "1M characters is ~250k tokens, above a 128k-token context"))
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> GenerationConfig:

@@ -68,6 +68,9 @@ BAD_CHAT = {
               "unsupported_parameter"),
     "json_schema_output": ({**user("hi"), "response_format": {"type": "json_object"}}, 400, "unsupported_parameter"),
     "logprobs": ({**user("hi"), "logprobs": True}, 400, "unsupported_parameter"),
+    "prompt_over_max_chars": (user("word " * 200_001), 413, "prompt_too_large"),  # 1,000,005 characters
+    "prompt_over_max_chars_in_parts": (user([{"type": "text", "text": "x" * 600_000}] * 2), 413,
+                                       "prompt_too_large"),
 }
 
 

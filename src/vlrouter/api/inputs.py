@@ -93,6 +93,8 @@ class InputDecoder:
         raise MediaError("image_url must be a data URL or an http(s) URL", code="invalid_image_url", param=param)
 
     async def _messages(self, messages: list[ChatMessage]) -> list[Message]:
+        self._check_text((m.content if isinstance(m.content, str) else "".join(
+            p.text for p in m.content if p.type == "text") if m.content else "" for m in messages), "messages")
         out, n_images, limit = [], 0, self.settings.images.max_images
         for i, m in enumerate(messages):
             role = "system" if m.role == "developer" else m.role
@@ -117,6 +119,13 @@ class InputDecoder:
         if not any(m.role == "user" for m in out):
             raise RequestError(400, "messages must contain at least one user message", param="messages")
         return out
+
+    def _check_text(self, texts, param: str) -> None:
+        """O(1) per part: refuse text past ``generation.max_prompt_chars`` before anything reads it."""
+        limit = self.settings.generation.max_prompt_chars
+        if (total := sum(len(t) for t in texts)) > limit:
+            raise RequestError(413, f"the request has {total} characters of text; the limit is {limit} "
+                               "(generation.max_prompt_chars)", code="prompt_too_large", param=param)
 
     def _scenario(self, body_value: Any, request: Request) -> Scenario:
         if body_value is not None:
@@ -149,6 +158,7 @@ class InputDecoder:
                 except ValueError:
                     raise RequestError(400, f"{key} must be a number", param=key) from None
         body = validated(InferJSONRequest, fields)
+        self._check_text([body.text], "text")
         return body, [decode_image_bytes(data, limits, f"image.{i}") for i, data in enumerate(uploads)]
 
     async def _infer_json(self, request: Request) -> tuple[InferJSONRequest, list[DecodedImage]]:
@@ -158,6 +168,7 @@ class InputDecoder:
         except ValueError as exc:
             raise RequestError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
         body = validated(InferJSONRequest, obj)
+        self._check_text([body.text], "text")
         encoded = ([body.image] if body.image else []) + body.images
         if len(encoded) > limits.max_images:
             raise RequestError(400, f"at most {limits.max_images} images per request", code="too_many_images",
