@@ -7,6 +7,8 @@ import random  # ids need uniqueness, not secrecy: no os.urandom syscall per req
 import re
 import time
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from vlrouter.api.errors import error_response
 from vlrouter.errors import RequestError
 
@@ -36,6 +38,15 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class BodyTooLarge(RequestError, StarletteHTTPException):
+    """413 ``request_too_large`` raised while a body streams in. Also a starlette ``HTTPException``,
+    so FastAPI's body parsing re-raises it instead of turning it into a 400."""
+
+    def __init__(self, message: str):
+        RequestError.__init__(self, 413, message, code="request_too_large")
+        self.status_code, self.detail, self.headers = 413, message, None
+
+
 class BodyLimitMiddleware:
     """413 when Content-Length exceeds the limit; counts chunked bodies as they arrive."""
 
@@ -59,7 +70,7 @@ class BodyLimitMiddleware:
             if event["type"] == "http.request":
                 seen += len(event.get("body", b""))
                 if seen > self.max_bytes:
-                    raise RequestError(413, message, code="request_too_large")
+                    raise BodyTooLarge(message)
             return event
 
         await self.app(scope, limited_receive, send)
