@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+MAX_STOP_CHARS = 64  # a stop string is matched on every generated token: long ones stall a local worker
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -57,7 +59,7 @@ class ChatCompletionRequest(_Model):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="only one choice is supported")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # int64, as OpenAI
     # OpenAI fields no tier here honours: accepted by the schema so that they can be refused by name
     # (400 unsupported_parameter) instead of being silently ignored; their no-op values pass.
     tools: list[Any] | None = None
@@ -96,6 +98,8 @@ class ChatCompletionRequest(_Model):
             raise ValueError("at most 4 stop sequences")
         if any(not s for s in stops):
             raise ValueError("stop sequences must be non-empty")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"stop sequences must be at most {MAX_STOP_CHARS} characters")
         return stops
 
 

@@ -63,7 +63,7 @@ class InputDecoder:
             messages=messages, max_tokens=self._max_tokens(body.max_completion_tokens or body.max_tokens),
             temperature=body.temperature if body.temperature is not None else 0.0,
             top_p=body.top_p if body.top_p is not None else 1.0,
-            stop=body.stop or [], seed=body.seed, request_id=rid)
+            stop=[self._utf8(s, "stop") for s in body.stop or []], seed=body.seed, request_id=rid)
         return Query(request_id=rid, model=body.model, scenario=scenario, generation=generation, stream=body.stream,
                      include_usage=bool(body.stream_options and body.stream_options.include_usage))
 
@@ -101,12 +101,12 @@ class InputDecoder:
             if m.content is None or m.content == "" or m.content == []:
                 raise RequestError(400, f"messages[{i}].content must not be empty", param=f"messages.{i}.content")
             if isinstance(m.content, str):
-                out.append(Message(role, [m.content]))
+                out.append(Message(role, [self._utf8(m.content, f"messages.{i}.content")]))
                 continue
             parts: list[str | DecodedImage] = []
             for j, part in enumerate(m.content):
                 if part.type == "text":
-                    parts.append(part.text)
+                    parts.append(self._utf8(part.text, f"messages.{i}.content.{j}.text"))
                     continue
                 n_images += 1
                 where = f"messages.{i}.content.{j}"
@@ -119,6 +119,16 @@ class InputDecoder:
         if not any(m.role == "user" for m in out):
             raise RequestError(400, "messages must contain at least one user message", param="messages")
         return out
+
+    @staticmethod
+    def _utf8(text: str, param: str) -> str:
+        """``text`` if it can be encoded (JSON admits lone surrogates such as "\\ud800"; no model can)."""
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RequestError(400, f"{param} is not valid Unicode text (a lone surrogate)", param=param) from None
+        return text
 
     def _check_text(self, texts, param: str) -> None:
         """O(1) per part: refuse text past ``generation.max_prompt_chars`` before anything reads it."""

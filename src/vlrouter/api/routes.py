@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from vlrouter.api.inputs import InputDecoder, Query
 from vlrouter.api.pipeline import Answer, Gateway, Pipeline
@@ -16,7 +16,17 @@ from vlrouter.api.responses import chat_completion, infer_response, routing_head
 from vlrouter.api.sse import chat_stream
 from vlrouter.config import TIERS
 from vlrouter.errors import RequestError
-from vlrouter.protocol import ChatCompletionRequest, FeedbackRequest, FeedbackResponse, ModelCard, ModelList
+from vlrouter.protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    InferJSONRequest,
+    InferResponse,
+    ModelCard,
+    ModelList,
+)
 from vlrouter.router.planner import AUTO_MODEL
 
 
@@ -40,8 +50,25 @@ async def require_key(request: Request) -> None:  # async: a sync dependency cos
         raise RequestError(401, "incorrect API key", code="invalid_api_key")
 
 
-api = APIRouter(dependencies=[Depends(require_key)])
+_ERROR_STATUSES = {400: "invalid input", 401: "missing or wrong API key", 404: "unknown model or request id",
+                   409: "the decision log is disabled", 413: "body, image or text too large",
+                   415: "unsupported content type", 429: "rate limit reached, or every backend busy",
+                   500: "internal error", 502: "the backend refused the request", 503: "no backend could answer"}
+ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in _ERROR_STATUSES.items()}
+api = APIRouter(dependencies=[Depends(require_key)], responses=ERRORS)
 open_routes = APIRouter()
+
+_INFER_FORM = {"type": "object", "required": ["text"], "properties": {
+    "text": {"type": "string", "minLength": 1},
+    "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    "scenario": {"type": "string"}, "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 1}, "temperature": {"type": "number", "minimum": 0, "maximum": 2}}}
+# /infer reads its own body (JSON or a form): declared here so that clients and fuzzers see it
+_INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": InferJSONRequest.model_json_schema()},
+    "multipart/form-data": {"schema": _INFER_FORM},
+    "application/x-www-form-urlencoded": {"schema": {**_INFER_FORM, "properties": {
+        k: v for k, v in _INFER_FORM["properties"].items() if k != "image"}}}}}}
 
 
 async def serve(request: Request, decode: Callable[[InputDecoder], Awaitable[Query]],
@@ -59,12 +86,15 @@ async def serve(request: Request, decode: Callable[[InputDecoder], Awaitable[Que
                     headers=routing_headers(answer.routed, answer.backend, answer.attempts))
 
 
-@api.post("/v1/chat/completions")
+@api.post("/v1/chat/completions", responses={200: {
+    "model": ChatCompletion, "description": "a chat.completion, or with stream: true server-sent chat.completion.chunk "
+    "events ending in [DONE]", "content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     return await serve(request, lambda decoder: decoder.chat(body, request), chat_completion)
 
 
-@api.post("/infer")
+@api.post("/infer", responses={200: {"model": InferResponse, "description": "the answer and the routing record"}},
+          openapi_extra=_INFER_BODY)
 async def infer(request: Request):
     return await serve(request, lambda decoder: decoder.infer(request), infer_response)
 
@@ -102,7 +132,7 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@open_routes.get("/readyz")
+@open_routes.get("/readyz", responses={503: {"description": "a backend is not ready (per-backend map)"}})
 async def readyz(request: Request) -> JSONResponse:
     gw = gateway(request)
     status = {name: await b.health() for name, b in gw.backends.items()}
@@ -110,7 +140,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "backends": status}, status_code=200 if ready else 503)
 
 
-@open_routes.get("/metrics")
+@open_routes.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     gw = gateway(request)
     metrics = gw.recorder.metrics

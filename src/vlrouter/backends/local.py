@@ -36,6 +36,7 @@ from vlrouter.meters.energy import EnergyLedger
 
 log = logging.getLogger(__name__)
 _END = object()
+GREEDY_BELOW = 1e-5  # temperatures under this sample as greedy decoding
 
 
 class ModelLoadError(RuntimeError):
@@ -71,6 +72,7 @@ class LocalVLMBackend:
         self._device = "cpu"
         self._max_positions: int | None = None
         self._max_token_chars: int | None = None  # the longest vocabulary entry, in characters
+        self._special: list[str] = []  # control-token strings client text may not spell out
         self._energy = energy
 
     @property
@@ -107,7 +109,13 @@ class LocalVLMBackend:
         self._device = device
         text_cfg = getattr(self._model.config, "text_config", self._model.config)
         self._max_positions = getattr(text_cfg, "max_position_embeddings", None)
-        vocab = self._processor.tokenizer.get_vocab()
+        tokenizer = self._processor.tokenizer
+        special = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "additional_special_tokens", []) or [])
+        special |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+        image_token = getattr(self._processor, "image_token", None)
+        self._special = sorted({str(t) for t in special | ({image_token} if image_token else set()) if len(str(t)) > 1},
+                               key=len, reverse=True)
+        vocab = tokenizer.get_vocab()
         self._max_token_chars = max((len(t) for t in vocab), default=0) or None
         log.info("backend %s: loaded %s (%s, %s) in %.2fs", self.name, path, device, dtype,
                  time.perf_counter() - started)
@@ -126,7 +134,7 @@ class LocalVLMBackend:
             content = []
             for part in message.parts:
                 if isinstance(part, str):
-                    content.append({"type": "text", "text": part})
+                    content.append({"type": "text", "text": self._defang(part)})
                 else:
                     content.append({"type": "image"})
                     images.append(part.image)
@@ -134,6 +142,15 @@ class LocalVLMBackend:
         prompt = self._processor.apply_chat_template(chat, add_generation_prompt=True)
         inputs = self._processor(text=prompt, images=[images] if images else None, return_tensors="pt")
         return inputs.to(self._device)
+
+    def _defang(self, text: str) -> str:
+        """Client text with the model's control tokens broken up (a word joiner after their first
+        character): a literal ``<image>`` would otherwise be taken for an image placeholder, and
+        ``<|im_start|>`` or ``<end_of_utterance>`` would forge conversation turns."""
+        for token in self._special:
+            if token in text:
+                text = text.replace(token, token[0] + "\u2060" + token[1:])
+        return text
 
     def _run(self, request: GenerationRequest, streamer, cancel: threading.Event, out: dict) -> None:
         """One generation on the worker thread; token counts and finish reason go into ``out``."""
@@ -144,7 +161,11 @@ class LocalVLMBackend:
             def __call__(self, input_ids, scores, **kwargs):
                 return cancel.is_set()
 
-        inputs = self._inputs(request)
+        try:
+            inputs = self._inputs(request)
+        except (ValueError, TypeError, UnicodeError) as exc:  # the request's own content (e.g. a literal <image>)
+            raise BackendRejected(f"backend {self.name} cannot take this prompt: {exc}", backend=self.name,
+                                  status=400) from exc
         n_prompt = int(inputs["input_ids"].shape[1])
         out["prompt_tokens"] = n_prompt
         if self._max_positions and n_prompt + request.max_tokens > self._max_positions:
@@ -160,7 +181,7 @@ class LocalVLMBackend:
         tokenizer = self._processor.tokenizer
         if request.stop:
             kwargs.update(stop_strings=request.stop, tokenizer=tokenizer)
-        if request.temperature > 0:
+        if request.temperature >= GREEDY_BELOW:  # below it sampling underflows: treat it as greedy (as vLLM does)
             kwargs.update(do_sample=True, temperature=request.temperature, top_p=request.top_p)
             if request.seed is not None:
                 torch.manual_seed(request.seed)

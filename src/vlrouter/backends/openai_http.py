@@ -159,7 +159,12 @@ class OpenAIBackend:
     @asynccontextmanager
     async def _send(self, body: dict[str, Any]):
         """POST chat/completions with retries; yields a response with a 2xx status, unread."""
-        data, url, attempt = orjson.dumps(body), f"{self._base}/chat/completions", 0
+        try:
+            data = orjson.dumps(body)
+        except TypeError as exc:  # e.g. an integer past 64 bits: the request's fault, not the backend's
+            raise BackendRejected(f"backend {self.name}: request cannot be encoded: {exc}", backend=self.name,
+                                  status=400) from exc
+        url, attempt = f"{self._base}/chat/completions", 0
         while True:
             try:
                 resp = await self._session().post(url, data=data, headers=_JSON)
