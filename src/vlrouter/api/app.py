@@ -68,6 +68,25 @@ def load_router(settings: Settings, features: FeaturePipeline | None) -> Router:
     return router
 
 
+def _declare_chat_body(app: FastAPI) -> None:
+    """Put ChatCompletionRequest (and its parts) in the OpenAPI components: the chat route parses its
+    body itself (api.routes), so FastAPI would not list them."""
+    from pydantic.json_schema import models_json_schema
+
+    from vlrouter.protocol import ChatCompletionRequest
+
+    base = app.openapi
+
+    def openapi() -> dict:
+        schema = base()
+        _, defs = models_json_schema([(ChatCompletionRequest, "validation")],
+                                     ref_template="#/components/schemas/{model}")
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        return schema
+
+    app.openapi = openapi
+
+
 def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> FastAPI:
     """The gateway app for ``settings``; ``standins`` names backends served by a local stand-in."""
 
@@ -107,6 +126,7 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
 
     app = FastAPI(title="vlrouter", version=__version__, lifespan=lifespan,
                   description="Edge-cloud routing gateway for vision-language models (OpenAI-compatible).")
+    _declare_chat_body(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     limits = settings.server.rate_limits

@@ -186,6 +186,14 @@ class InputDecoder:
         return body, [decode_base64_image(v, limits, f"images.{i}") for i, v in enumerate(encoded)]
 
 
+def validated_json(model: type[BaseModel], raw: bytes):
+    """``model`` parsed and validated from raw JSON bytes by pydantic-core, in one pass."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_error(list(exc.errors())) from None
+
+
 def validated(model: type[BaseModel], obj: Any):
     """``model`` validated from a decoded body; the first problem becomes a 400 naming its field."""
     if not isinstance(obj, dict):

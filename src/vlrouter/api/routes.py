@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from vlrouter.api.inputs import InputDecoder, Query
+from vlrouter.api.inputs import InputDecoder, Query, validated_json
 from vlrouter.api.pipeline import Answer, Gateway, Pipeline
 from vlrouter.api.responses import chat_completion, infer_response, routing_headers
 from vlrouter.api.sse import chat_stream
@@ -86,11 +86,20 @@ async def serve(request: Request, decode: Callable[[InputDecoder], Awaitable[Que
                     headers=routing_headers(answer.routed, answer.backend, answer.attempts))
 
 
-@api.post("/v1/chat/completions", responses={200: {
+# The body is parsed by pydantic-core straight from bytes (twice as fast as json.loads + validation
+# on a 5 MB body); app.py adds ChatCompletionRequest's schema to the OpenAPI components.
+_CHAT_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}}
+
+
+@api.post("/v1/chat/completions", openapi_extra=_CHAT_BODY, responses={200: {
     "model": ChatCompletion, "description": "a chat.completion, or with stream: true server-sent chat.completion.chunk "
     "events ending in [DONE]", "content": {"text/event-stream": {}}}})
-async def chat_completions(body: ChatCompletionRequest, request: Request):
-    return await serve(request, lambda decoder: decoder.chat(body, request), chat_completion)
+async def chat_completions(request: Request):
+    async def decode(decoder: InputDecoder) -> Query:
+        return await decoder.chat(validated_json(ChatCompletionRequest, await request.body()), request)
+
+    return await serve(request, decode, chat_completion)
 
 
 @api.post("/infer", responses={200: {"model": InferResponse, "description": "the answer and the routing record"}},
