@@ -208,6 +208,8 @@ def run_hey(hey: str, port: int, path: str, body: str, c: int, warmup_s: float, 
 
 
 # --- processes ----------------------------------------------------------------------------------------
+# Own copies of vlrouter.cli.supervise's free_port / die_with_parent on purpose: the script benchmarks
+# whatever vlrouter tree is on PYTHONPATH, older ones included, so it imports nothing from it.
 
 def free_port() -> int:
     with socket.socket() as s:

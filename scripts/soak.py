@@ -53,7 +53,6 @@ import platform
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,8 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from vlrouter.cli.supervise import die_with_parent, free_port
 
 HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
@@ -158,28 +159,6 @@ def serve_backend(port: int) -> None:
 
 # --- processes ----------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _prctl():
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-
-
-_PRCTL = _prctl()  # bound here, so the child runs no import between fork and exec
-
-
-def _die_with_parent() -> None:  # runs in the child before exec (Popen is only called from the main thread)
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class Procs:
     """Children in their own sessions (Ctrl-C reaches only us), logging to files; all stopped on exit."""
 
@@ -189,7 +168,7 @@ class Procs:
     def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=die_with_parent)
         self.procs[name], self.cmds[name] = (proc, log), cmd
         return proc
 

@@ -237,3 +237,28 @@ def features_config(open_clip_dir, tiny_bert_dir) -> FeaturesConfig:
         text_encoder=EncoderConfig(kind="hf_text", path=tiny_bert_dir),
         batching={"enabled": True, "max_batch": 8, "max_wait_ms": 20},
     )
+
+
+def fixed_answer_app(state: dict | None = None, delay_s: float = 0.0):
+    """A real OpenAI-compatible upstream with a fixed answer (3 prompt + 1 completion tokens), optionally
+    slow; ``state["calls"]`` counts its completions."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": []}
+
+    @app.post("/v1/chat/completions")
+    async def chat():
+        if state is not None:
+            state["calls"] = state.get("calls", 0) + 1
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+
+    return app

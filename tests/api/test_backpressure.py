@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from fastapi import FastAPI
 
-from tests.conftest import ThreadServer
+from tests.conftest import ThreadServer, fixed_answer_app
 from vlrouter.config import Settings
 from vlrouter.telemetry.decision_log import read_rows
-
-
-def slow_backend(state: dict) -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": []}
-
-    @app.post("/v1/chat/completions")
-    async def chat():
-        state["calls"] += 1
-        await asyncio.sleep(0.8)
-        return {"choices": [{"message": {"role": "assistant", "content": "slow"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-
-    return app
 
 
 def settings(edge_url: str, cloud_url: str, db) -> Settings:
@@ -48,7 +29,7 @@ def test_beyond_the_queue_a_forced_request_gets_429_and_an_auto_request_the_othe
 
     edge_state, cloud_state = {"calls": 0}, {"calls": 0}
     db = tmp_path / "log.sqlite"
-    edge, cloud = ThreadServer(slow_backend(edge_state)), ThreadServer(slow_backend(cloud_state))
+    edge, cloud = ThreadServer(fixed_answer_app(edge_state, 0.8)), ThreadServer(fixed_answer_app(cloud_state, 0.8))
     with edge, cloud, ThreadServer(build_app(settings(edge.url, cloud.url, db))) as gw:
         forced = burst(gw.url, "edge", 4)
         codes = sorted(r.status_code for r in forced)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.cli.test_workers import fixed_backend
-from tests.conftest import ThreadServer
+from tests.conftest import ThreadServer, fixed_answer_app
 from vlrouter.api.limits import TokenBucket
 from vlrouter.config import Settings
 from vlrouter.telemetry.decision_log import read_rows
@@ -29,7 +28,7 @@ def ask(url: str, key: str) -> httpx.Response:
 
 def test_requests_per_minute_per_key(tmp_path):
     db = tmp_path / "log.sqlite"
-    with ThreadServer(fixed_backend()) as upstream, gateway(upstream.url, db, requests_per_minute=3) as gw:
+    with ThreadServer(fixed_answer_app()) as upstream, gateway(upstream.url, db, requests_per_minute=3) as gw:
         a = [ask(gw.url, "key-a") for _ in range(4)]
         b = ask(gw.url, "key-b")
     assert [r.status_code for r in a] == [200, 200, 200, 429]
@@ -47,7 +46,7 @@ def test_requests_per_minute_per_key(tmp_path):
 
 def test_tokens_per_minute_are_charged_from_real_usage(tmp_path):
     # each answer uses 3 prompt + 1 completion tokens: 6 per minute admits two, the second takes it below 0
-    with ThreadServer(fixed_backend()) as upstream, gateway(upstream.url, tmp_path / "l.sqlite",
+    with ThreadServer(fixed_answer_app()) as upstream, gateway(upstream.url, tmp_path / "l.sqlite",
                                                              tokens_per_minute=6) as gw:
         codes = [ask(gw.url, "key-a").status_code for _ in range(3)]
     assert codes == [200, 200, 429]

@@ -9,31 +9,15 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from fastapi import FastAPI
 
-from tests.conftest import ROOT, ThreadServer, free_port
+from tests.conftest import ROOT, ThreadServer, fixed_answer_app, free_port
 from vlrouter.cli import wait_ready
 from vlrouter.telemetry.decision_log import read_rows
 
 
-def fixed_backend() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": []}
-
-    @app.post("/v1/chat/completions")
-    async def chat():
-        return {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
-
-    return app
-
-
 def test_two_workers_share_metrics_and_the_log(tmp_path):
     port, db = free_port(), tmp_path / "decisions.sqlite"
-    with ThreadServer(fixed_backend()) as upstream:
+    with ThreadServer(fixed_answer_app()) as upstream:
         cfg = tmp_path / "cfg.yaml"
         cfg.write_text(f"""
 features: {{enabled: false}}

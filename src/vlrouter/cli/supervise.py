@@ -64,7 +64,7 @@ def start_standins(settings: Settings) -> tuple[list[subprocess.Popen], frozense
         log.warning("backend %s (tier %s): no base_url set (VLROUTER_CLOUD_BASE_URL); starting a LOCAL STAND-IN, "
                     "serve-model %s on 127.0.0.1:%d. Its answers do not come from a cloud model.",
                     name, b.tier, b.standin_model, port)
-        proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(cmd, preexec_fn=die_with_parent)
         procs.append(proc)
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
@@ -88,12 +88,21 @@ def stop_processes(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: have the kernel SIGTERM a stand-in when the gateway dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+_PRCTL = _prctl()  # bound at import: the child runs no import between fork and exec
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """A ``preexec_fn``: on Linux the kernel SIGTERMs the child when its parent dies, even by SIGKILL."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _exit_cleanly(signum, frame) -> None:
