@@ -76,11 +76,10 @@ def _declare_chat_body(app: FastAPI) -> None:
     from vlrouter.protocol import ChatCompletionRequest
 
     base = app.openapi
+    _, defs = models_json_schema([(ChatCompletionRequest, "validation")], ref_template="#/components/schemas/{model}")
 
     def openapi() -> dict:
-        schema = base()
-        _, defs = models_json_schema([(ChatCompletionRequest, "validation")],
-                                     ref_template="#/components/schemas/{model}")
+        schema = base()  # cached by FastAPI after the first call
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
         return schema
 

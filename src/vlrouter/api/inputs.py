@@ -2,6 +2,8 @@
 
 Images are decoded here (data URLs, uploads, allow-listed remote URLs) through ``media``'s guards;
 every problem is a ``RequestError``, ``MediaError`` or ``ScenarioError`` naming the offending ``param``.
+(Text that is not Unicode, such as a lone surrogate escape, never gets here: pydantic-core's JSON
+parser refuses it as invalid JSON.)
 Checks run in a fixed order, so a request with several problems reports the first: messages (or the
 /infer body and its images), then the scenario, then ``max_tokens``.
 """
@@ -63,7 +65,7 @@ class InputDecoder:
             messages=messages, max_tokens=self._max_tokens(body.max_completion_tokens or body.max_tokens),
             temperature=body.temperature if body.temperature is not None else 0.0,
             top_p=body.top_p if body.top_p is not None else 1.0,
-            stop=[self._utf8(s, "stop") for s in body.stop or []], seed=body.seed, request_id=rid)
+            stop=body.stop or [], seed=body.seed, request_id=rid)
         return Query(request_id=rid, model=body.model, scenario=scenario, generation=generation, stream=body.stream,
                      include_usage=bool(body.stream_options and body.stream_options.include_usage))
 
@@ -93,20 +95,21 @@ class InputDecoder:
         raise MediaError("image_url must be a data URL or an http(s) URL", code="invalid_image_url", param=param)
 
     async def _messages(self, messages: list[ChatMessage]) -> list[Message]:
-        self._check_text((m.content if isinstance(m.content, str) else "".join(
-            p.text for p in m.content if p.type == "text") if m.content else "" for m in messages), "messages")
+        self._check_text([len(m.content) if isinstance(m.content, str) else
+                          sum(len(p.text) for p in m.content if p.type == "text") for m in messages if m.content],
+                         "messages")
         out, n_images, limit = [], 0, self.settings.images.max_images
         for i, m in enumerate(messages):
             role = "system" if m.role == "developer" else m.role
             if m.content is None or m.content == "" or m.content == []:
                 raise RequestError(400, f"messages[{i}].content must not be empty", param=f"messages.{i}.content")
             if isinstance(m.content, str):
-                out.append(Message(role, [self._utf8(m.content, f"messages.{i}.content")]))
+                out.append(Message(role, [m.content]))
                 continue
             parts: list[str | DecodedImage] = []
             for j, part in enumerate(m.content):
                 if part.type == "text":
-                    parts.append(self._utf8(part.text, f"messages.{i}.content.{j}.text"))
+                    parts.append(part.text)
                     continue
                 n_images += 1
                 where = f"messages.{i}.content.{j}"
@@ -120,20 +123,10 @@ class InputDecoder:
             raise RequestError(400, "messages must contain at least one user message", param="messages")
         return out
 
-    @staticmethod
-    def _utf8(text: str, param: str) -> str:
-        """``text`` if it can be encoded (JSON admits lone surrogates such as "\\ud800"; no model can)."""
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise RequestError(400, f"{param} is not valid Unicode text (a lone surrogate)", param=param) from None
-        return text
-
-    def _check_text(self, texts, param: str) -> None:
+    def _check_text(self, lengths: list[int], param: str) -> None:
         """O(1) per part: refuse text past ``generation.max_prompt_chars`` before anything reads it."""
         limit = self.settings.generation.max_prompt_chars
-        if (total := sum(len(t) for t in texts)) > limit:
+        if (total := sum(lengths)) > limit:
             raise RequestError(413, f"the request has {total} characters of text; the limit is {limit} "
                                "(generation.max_prompt_chars)", code="prompt_too_large", param=param)
 
@@ -168,7 +161,7 @@ class InputDecoder:
                 except ValueError:
                     raise RequestError(400, f"{key} must be a number", param=key) from None
         body = validated(InferJSONRequest, fields)
-        self._check_text([body.text], "text")
+        self._check_text([len(body.text)], "text")
         return body, [decode_image_bytes(data, limits, f"image.{i}") for i, data in enumerate(uploads)]
 
     async def _infer_json(self, request: Request) -> tuple[InferJSONRequest, list[DecodedImage]]:
@@ -178,7 +171,7 @@ class InputDecoder:
         except ValueError as exc:
             raise RequestError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
         body = validated(InferJSONRequest, obj)
-        self._check_text([body.text], "text")
+        self._check_text([len(body.text)], "text")
         encoded = ([body.image] if body.image else []) + body.images
         if len(encoded) > limits.max_images:
             raise RequestError(400, f"at most {limits.max_images} images per request", code="too_many_images",

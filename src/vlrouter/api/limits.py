@@ -17,10 +17,9 @@ import time
 from collections import OrderedDict
 
 from vlrouter.api.errors import error_response
+from vlrouter.api.middleware import SERVING_ROUTES, bearer_token
 from vlrouter.config import RateLimitConfig
 from vlrouter.errors import RequestError
-
-LIMITED_ROUTES = {("POST", "/v1/chat/completions"), ("POST", "/infer")}
 
 
 class TokenBucket:
@@ -53,10 +52,8 @@ class TokenBucket:
 
 
 def _key(headers: dict[bytes, bytes]) -> str:
-    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return "anonymous"
-    return hashlib.sha256(token.encode()).hexdigest()[:16]  # never keep keys in memory as such
+    token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+    return "anonymous" if token is None else hashlib.sha256(token.encode()).hexdigest()[:16]  # never keep keys
 
 
 class RateLimiter:
@@ -98,7 +95,7 @@ class RateLimitMiddleware:
         self.app, self.limiter = app, limiter
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) not in LIMITED_ROUTES:
+        if scope["type"] != "http" or (scope.get("method"), scope.get("path")) not in SERVING_ROUTES:
             return await self.app(scope, receive, send)
         key = _key(dict(scope["headers"]))
         requests, tokens = self.limiter.buckets(key)

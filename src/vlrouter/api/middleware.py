@@ -76,7 +76,14 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-LOGGED_ROUTES = {("POST", "/v1/chat/completions"): "chat", ("POST", "/infer"): "infer"}
+# the routes that serve models: logged (one row each) and rate-limited (api.limits)
+SERVING_ROUTES = {("POST", "/v1/chat/completions"): "chat", ("POST", "/infer"): "infer"}
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, else None."""
+    scheme, _, token = authorization.partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
 
 
 class DecisionLogMiddleware:
@@ -92,7 +99,7 @@ class DecisionLogMiddleware:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        endpoint = LOGGED_ROUTES.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None
+        endpoint = SERVING_ROUTES.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None
         gateway = getattr(scope["app"].state, "gateway", None) if endpoint else None
         state = scope.setdefault("state", {})
         rec = gateway.recorder.open(endpoint, state.get("request_id")) if gateway is not None else None

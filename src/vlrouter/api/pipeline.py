@@ -210,7 +210,7 @@ class Relay:
             return
         self.closed = True
         await self.stream.aclose()  # type: ignore[attr-defined]
-        result, _ = self.outcome()
+        result = Generation.from_final(self.final, first_token_at=self.first_token_at)
         status = 200 if error is None else error.status
         self.pipeline.account(self.routed, self.backend, status, result, self.attempts)
         rec = self.pipeline.rec

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from vlrouter.api.inputs import InputDecoder, Query, validated_json
+from vlrouter.api.middleware import bearer_token
 from vlrouter.api.pipeline import Answer, Gateway, Pipeline
 from vlrouter.api.responses import chat_completion, infer_response, routing_headers
 from vlrouter.api.sse import chat_stream
@@ -43,8 +44,8 @@ async def require_key(request: Request) -> None:  # async: a sync dependency cos
     keys = gateway(request).settings.server.api_keys
     if not keys:
         return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise RequestError(401, "missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
     if not any(hmac.compare_digest(token.encode(), k.get_secret_value().encode()) for k in keys):
         raise RequestError(401, "incorrect API key", code="invalid_api_key")

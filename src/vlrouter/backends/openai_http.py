@@ -212,7 +212,7 @@ class OpenAIBackend:
                     raw = await resp.read()
         except BackendError:
             raise
-        except (aiohttp.ClientError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ClientError as exc:  # its timeouts included (ServerTimeoutError)
             raise _backend_error(exc, self.name, "reading the response") from exc
         except TimeoutError as exc:
             raise _backend_error(exc, self.name, f"{self.config.timeouts.total_s:g} s for the whole request") from exc
@@ -260,7 +260,7 @@ class OpenAIBackend:
                         if text:
                             yield StreamDelta(text=text)
                         finish = choice.get("finish_reason") or finish
-        except (aiohttp.ClientError, aiohttp.ServerTimeoutError) as exc:
+        except aiohttp.ClientError as exc:  # its timeouts included (ServerTimeoutError)
             raise _backend_error(exc, self.name, "streaming") from exc
         yield StreamDelta(
             finish_reason=finish or "stop",
