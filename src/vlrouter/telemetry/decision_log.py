@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-from vlrouter.telemetry.record import COLUMNS, DecisionRecord, image_name
+from vlrouter.telemetry.record import COLUMNS, JSON_COLUMNS, DecisionRecord, image_name
 
 __all__ = ["COLUMNS", "DecisionLog", "image_name", "images_dir", "read_rows"]
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def read_rows(path: str | Path, *, since: float | None = None, until: float | No
             sql += " WHERE " + " AND ".join(where)
         rows = [dict(r) for r in db.execute(sql + " ORDER BY d.ts", args)]
     for row in rows:
-        for key in ("scores", "content"):
+        for key in JSON_COLUMNS:
             if isinstance(row.get(key), str):
                 row[key] = json.loads(row[key])
     return rows

@@ -41,6 +41,8 @@ class DecisionRecord:
     backend: str | None = None
     scores: dict[str, float] | None = None
     threshold: float | None = None
+    min_quality: float | None = None  # the scenario's quality floor (share of the strongest tier's quality)
+    explanation: dict[str, Any] | None = None  # why this tier: predicted quality per tier, top features
     fallback_from: str | None = None
     explore: int | None = None
     propensity: float | None = None
@@ -73,3 +75,4 @@ def _sql_type(annotation: Any) -> str:
 
 _HINTS = typing.get_type_hints(DecisionRecord)
 COLUMNS: dict[str, str] = {f.name: _sql_type(_HINTS[f.name]) for f in fields(DecisionRecord) if f.name != "images"}
+JSON_COLUMNS = tuple(name for name in COLUMNS if typing.get_origin(_HINTS[name].__args__[0]) is dict)
