@@ -35,16 +35,17 @@ def evaluate_cascade(ds, X, router, band: float, split: str = "test") -> dict:
     out = {}
     for name, w in PRESETS.items():
         w = np.array(w, np.float32)
-        tau = router.thresholds[name]
-        full, cheap = cascade_margins(router, X[idx], w)
+        w_op, tau = router.operating_point_for(name, w)
+        w_op = np.asarray(w_op, np.float32)
+        full, cheap = cascade_margins(router, X[idx], w_op)
         first = has_image & (np.abs(cheap - tau) >= band) & (band > 0)
         margin = np.where(first, cheap, full)
-        pred_full = router.predict(X[idx], w)
+        pred_full = router.predict(X[idx], w_op)
         chosen_full = router.choose(pred_full, tau)
         sl = router.spec.slices()["image"]
         Xc = X[idx].copy()
         Xc[first, sl] = router.mean[sl]  # first-stage queries were decided without their image
-        chosen_cascade = router.choose(router.predict(Xc, w), tau)
+        chosen_cascade = router.choose(router.predict(Xc, w_op), tau)
         full_sum = outcomes.summary(chosen_full, idx, w, router.tiers)
         cas_sum = outcomes.summary(chosen_cascade, idx, w, router.tiers)
         out[name] = {

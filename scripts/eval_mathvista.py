@@ -164,9 +164,9 @@ def learning_curve(args, ds, X, spec, models, outcomes, full_runs) -> list[dict]
                                      group_dropout=args.group_dropout)
                 router, _ = train_router(X, outcomes, sub, dev, spec=spec, models=models, config=config,
                                          progress=False)
-            tau = router.threshold_for("quality-only")
+            w_op, tau = router.operating_point_for("quality-only", w)
             for idx, acc in ((dev, dev_q), (test, test_q)):
-                acc.append(float(outcomes.quality[idx, router.choose(router.predict(X[idx], w), tau)].mean()))
+                acc.append(float(outcomes.quality[idx, router.choose(router.predict(X[idx], w_op), tau)].mean()))
         points.append({"train_fraction": frac, "n_train": n_train, "dev_quality": round(float(np.mean(dev_q)), 4),
                        "test_quality": round(float(np.mean(test_q)), 4),
                        "test_quality_std": round(float(np.std(test_q)), 4)})

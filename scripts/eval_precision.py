@@ -89,9 +89,9 @@ def agreement(router, ds, X_ref: np.ndarray, X_low: np.ndarray, idx: np.ndarray,
     res = {}
     for name, w_tuple in scenarios.items():
         w = np.array(w_tuple, dtype=float)
-        tau = router.threshold_for(name, w)
-        ref = router.choose(router.predict(X_ref[idx], w), tau)
-        low = router.choose(router.predict(X_low[idx], w), tau)
+        w_op, tau = router.operating_point_for(name, w)
+        ref = router.choose(router.predict(X_ref[idx], w_op), tau)
+        low = router.choose(router.predict(X_low[idx], w_op), tau)
         a, b = out.summary(ref, idx, w, tiers), out.summary(low, idx, w, tiers)
         res[name] = {"same_tier": round(float((tiers[ref] == tiers[low]).mean()), 4),
                      "same_model": round(float((ref == low).mean()), 4), "n": len(idx),

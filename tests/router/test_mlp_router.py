@@ -143,10 +143,14 @@ def test_checkpoint_round_trip_and_spec_check(trained):
                                    getattr(router.predict(X[:8], np.array([0.1, 0.8, 0.1])), field), atol=1e-6)
     decision = loaded.route(RoutingInput("q", 1, 1, parse_scenario("quality"), features=X[0]))
     assert decision.policy == "mlp" and decision.model in ds.model_names and "margin" in decision.scores
-    pred = loaded.predict(X[:1], np.array([0.1, 0.8, 0.1]))
+    w_op, tau = loaded.operating_point(parse_scenario("quality"))  # the floor's weights, threshold 0
+    assert tau == 0.0 and w_op[1] >= 0.8 and w_op.sum() == pytest.approx(1.0)
+    pred = loaded.predict(X[:1], w_op)
     assert decision.scores["margin"] == pytest.approx(float(loaded.margins(pred)[0]), abs=1e-4)
     assert (decision.tier == "cloud") == (decision.scores["margin"] >= decision.threshold)
     assert decision.threshold == pytest.approx(loaded.thresholds["quality"], abs=1e-6)  # presets reproduce tau
+    assert decision.floor == 0.98 and decision.explanation["min_quality"] == 0.98
+    assert loaded.calibration is not None and loaded.calibration.fit(w_op, 0.98).n == len(router.calibration.quality)
     other = type(pipeline.spec)(pipeline.spec.image_encoder, 999, pipeline.spec.text_encoder,
                                 pipeline.spec.text_dim, pipeline.spec.signals)
     with pytest.raises(FeatureSpecMismatch, match="999"):

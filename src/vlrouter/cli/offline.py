@@ -247,7 +247,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint against the baselines on a split; optionally write JSON and a plot."""
     from vlrouter.eval.evaluate import evaluate, sweep
-    from vlrouter.eval.report import format_table, pareto_plot
+    from vlrouter.eval.report import curve_plot, format_table, pareto_plot
 
     ds, X, pipeline = _dataset_features(args)
     router = _trained_router(args, pipeline.spec)
@@ -259,7 +259,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         pareto_plot(report, sweep(ds, X, router, "quality", args.split), args.plot)
         print(f"wrote {args.plot}")
+    if args.curve_plot:
+        curve_plot(report, args.curve_plot, scenario=args.curve_scenario)
+        print(f"wrote {args.curve_plot}")
+    store_curves(args.router, report, str(args.data))
+    print(f"stored the floors and curves with the checkpoint ({args.router / 'router.json'}: curve)")
     return 0
+
+
+def store_curves(router_dir: Path, report: dict, data: str) -> None:
+    """Keep the last evaluation's floors and retention-vs-edge-share curves in the checkpoint's router.json."""
+    path = router_dir / "router.json"
+    meta = json.loads(path.read_text())
+    meta["curve"] = {"data": data, "split": report["split"], "n": report["n"], "at": time.time(),
+                     "reference": report["all_cloud_model"], "floors": report["floors"], "curves": report["curves"]}
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- parsers
@@ -335,4 +351,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--split", default="test", choices=["dev", "test"])
     ev.add_argument("--json", type=Path, help="write the report as JSON")
     ev.add_argument("--plot", type=Path, help="write a Pareto plot (PNG)")
+    ev.add_argument("--curve-plot", type=Path, help="write the retention-vs-edge-share plot (PNG)")
+    ev.add_argument("--curve-scenario", default="quality", choices=["fast", "quality", "energy"],
+                    help="whose weights rank the router's curve in --curve-plot (default quality)")
     ev.set_defaults(func=cmd_eval)

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlrouter.eval.dataset import RoutingDataset
-from vlrouter.router.mlp import MLPRouter
-from vlrouter.router.scenario import PRESETS
+from vlrouter.eval.floors import curves, floor_report, group_gain
+from vlrouter.router.mlp import MLPRouter, Prediction
+from vlrouter.router.scenario import KEYS, PRESETS, parse_scenario
 from vlrouter.router.utility import Outcomes
 
 BETA = 0.1
@@ -174,6 +175,12 @@ def lookup_rule(ds: RoutingDataset, out: Outcomes, train_idx: np.ndarray, idx: n
     return np.array([best.get(_group_key(ds.queries[i].extra, path), overall) for i in idx])
 
 
+def _tier_models(pred: Prediction, tiers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The router's best cloud and best edge model per query (by its expected utility)."""
+    u = pred.utility
+    return np.where(tiers == "cloud", u, -np.inf).argmax(1), np.where(tiers == "edge", u, -np.inf).argmax(1)
+
+
 def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str = "test", seed: int = 0,
              random_draws: int = 20, scenarios: dict[str, tuple] | None = None, lookup: str | None = None,
              single_models: bool = False) -> dict:
@@ -195,10 +202,21 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
     q_knn, q_lin, q_sig = base.knn_quality(X[idx]), base.linear_quality(X[idx]), base.linear_quality(X[idx], True)
     rng = np.random.default_rng(seed)
     report = {"split": split, "n": len(idx), "all_cloud_model": ds.model_names[all_cloud],
-              "rank_score_cost_bounds": [cmin, cmax], "scenarios": {}, "paired": {}}
+              "rank_score_cost_bounds": [cmin, cmax], "scenarios": {}, "paired": {}, "floors": {}, "curves": {}}
+    has = {k: ds.has(k) for k in ("latency", "energy", "cost")}
+    gains = (group_gain(ds, out, train_idx, idx, lookup, all_cloud, best_edge, _group_key) if lookup else None)
     for name, w_tuple in (scenarios or PRESETS).items():
         w = np.array(w_tuple, dtype=float)
-        mlp = router.choose(router.predict(X[idx], w), router.threshold_for(name, w))
+        scen = parse_scenario(name if name in PRESETS else dict(zip(KEYS, map(float, w_tuple), strict=True)))
+        w_op, tau = router.operating_point(scen)
+        pred = router.predict(X[idx], w_op)
+        mlp = router.choose(pred, tau)
+        fit = router.floor_fit(scen)
+        report["floors"][name] = floor_report(out, idx, mlp, all_cloud, router.floor_for(scen),
+                                              fit.status if fit else None, tiers, has)
+        report["curves"][name] = curves(out, idx, tiers, all_cloud, best_edge, router.margins(pred),
+                                        _tier_models(pred, tiers), {"knn": q_knn, "linear": q_lin, "signals": q_sig},
+                                        gains, seed)
         u = out.utility(w, idx)
         shares = np.bincount(mlp, minlength=len(ds.models)) / len(idx)
         choices = {

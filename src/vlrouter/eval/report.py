@@ -35,6 +35,58 @@ def _paired_lines(paired: dict) -> list[str]:
     return lines
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def floor_lines(report: dict) -> list[str]:
+    """Per scenario: the floor, the retention with its 95% interval, edge share, savings, verdict."""
+    floors = report.get("floors") or {}
+    if not floors:
+        return []
+    lines = ["", f"floors (retention = quality / all-cloud {report['all_cloud_model']}'s; reductions vs all-cloud)",
+             f"{'scenario':<13}{'floor%':>8}{'retain%':>9}{'95% CI':>15}{'edge%':>8}{'lat-red%':>10}"
+             f"{'E-red%':>8}{'cost-red%':>11}  verdict (calibration)"]
+    for name, f in floors.items():
+        low, high = f["retention_ci95"]
+        lines.append(f"{name:<13}{_pct(f['floor']):>8}{_pct(f['retention']):>9}"
+                     f"{f'[{_pct(low)}, {_pct(high)}]':>15}{_pct(f['edge_share']):>8}{_pct(f['latency_reduction']):>10}"
+                     f"{_pct(f['energy_reduction']):>8}{_pct(f['cost_reduction']):>11}  {f['verdict']}"
+                     f" ({f['status'] or 'fixed tau'})")
+    return lines
+
+
+def curve_plot(report: dict, path: str | Path, *, scenario: str = "quality", title: str = "") -> Path:
+    """Retention vs edge share of the router and the baselines under one scenario, with every preset's point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    styles = {"mlp": ("k", "-", 2.2), "oracle": ("0.6", ":", 1.2), "random": ("0.45", "--", 1.2)}
+    for name, points in report["curves"][scenario].items():
+        color, line, width = styles.get(name, (None, "-", 1.2))
+        label = {"mlp": f"mlp (router, {scenario} weights)", "random": "random at matched share",
+                 "oracle": "oracle (realised gain)"}.get(name, name)
+        ax.plot([p[0] for p in points], [p[1] for p in points], line, color=color, lw=width, label=label)
+    for name, f in report.get("floors", {}).items():
+        ax.scatter([f["edge_share"]], [f["retention"]], marker="*", s=180, zorder=4,
+                   label=f"{name}: floor {f['floor']:.0%}, {f['verdict']}")
+        ax.axhline(f["floor"], color="0.8", lw=0.8, zorder=0)
+    ax.set_xlabel("edge share")
+    ax.set_ylabel(f"quality retention (vs all-cloud {report['all_cloud_model']})")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title or f"quality vs edge share ({report['split']} split, n={report['n']})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def format_table(report: dict) -> str:
     lines = [f"split={report['split']} n={report['n']} all-cloud={report['all_cloud_model']}"]
     for scenario, rows in report["scenarios"].items():
@@ -45,6 +97,7 @@ def format_table(report: dict) -> str:
             if name in rows:
                 lines.append(f"{name:<13}" + "".join(f"{_fmt(rows[name].get(k), s):>10}" for k, _, s in columns))
         lines.extend(_paired_lines(report.get("paired", {}).get(scenario, {})))
+    lines.extend(floor_lines(report))
     if any("expected_utility" in rows["mlp"] for rows in report["scenarios"].values()):
         lines.append("\nE[U]: the same utility with the simulator's P(correct) in place of the 0/1 outcome "
                      "(synthetic data only; free of outcome noise)")

@@ -38,6 +38,8 @@ class Decision:
     scores: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     model: str | None = None  # the chosen model, for routers that pick among several per tier
+    floor: float | None = None  # the quality floor the threshold was fitted for (router.risk); None: not applied
+    explanation: dict[str, Any] | None = None  # why this tier (router.explain), for routers that can say
 
 
 class Router(ABC):

@@ -62,8 +62,8 @@ def calibrate_band(router, X: np.ndarray, *, target: float = TARGET_AGREEMENT,
     Xi = X[has_image]
     stages = {}
     for name, w in scenarios.items():
-        tau = router.threshold_for(name, np.array(w))
-        full, cheap = cascade_margins(router, Xi, np.array(w, np.float32))
+        w_op, tau = router.operating_point_for(name, np.array(w))
+        full, cheap = cascade_margins(router, Xi, np.asarray(w_op, np.float32))
         stages[name] = (full >= tau, cheap >= tau, np.abs(cheap - tau))
     gaps = np.unique(np.concatenate([d for _, _, d in stages.values()]))
     # each candidate lies just past one query's distance; the last escalates every query (agreement 1)

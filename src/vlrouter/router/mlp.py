@@ -22,10 +22,13 @@ estimates on small routing datasets.
 Decision (``decision="utility"``, the default): the expected scenario utility of each model,
 U(m) = w_q * q(m) - w_s * lat(m) - w_e * E(m) from the heads, and the margin
     margin = max over cloud models U(m) - max over edge models U(m);
-the query goes to the cloud tier when margin >= tau(w), then to that tier's best-U model. tau is a
-utility margin (0 = plain expected-utility maximisation) calibrated per preset on held-out data
-and interpolated linearly in w for custom scenarios. ``decision="policy"`` is ECVL-Router's rule
-on the policy head: cloud when p_cloud = sum of softmax(z) over cloud models >= tau, tau in [0, 1].
+the query goes to the cloud tier when margin >= tau, then to that tier's best-U model. tau comes
+from the scenario's quality floor (``router.risk``): fitted under risk control on the held-out
+predictions the checkpoint keeps, for any weights and floor a request asks for. ``vlrouter
+calibrate --target-edge-share | --energy-budget`` can pin a preset's tau instead. Checkpoints
+without held-out predictions interpolate the per-preset taus linearly in w. ``decision="policy"``
+is ECVL-Router's rule on the policy head: cloud when p_cloud = sum of softmax(z) over cloud models
+>= tau, tau in [0, 1] (fixed per preset: the policy head reads w, so floors cannot be refitted).
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ import numpy as np
 from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
 from vlrouter.router.base import Decision, Router, RoutingInput
-from vlrouter.router.scenario import PRESETS, Scenario
+from vlrouter.router.explain import explain
+from vlrouter.router.risk import CalibrationSet, FloorFit
+from vlrouter.router.scenario import FLOORS, PRESETS, Scenario, parse_scenario
 from vlrouter.router.utility import UtilityRefs
 
-FORMAT = "vlrouter-mlp-router/3"
+FORMAT = "vlrouter-mlp-router/3"  # /3 checkpoints without held-out predictions load with fixed taus
 DECISIONS = ("utility", "policy")
 torch = import_torch()
 nn = torch.nn
@@ -110,7 +115,8 @@ class MLPRouter(Router):
 
     def __init__(self, nets: RouterNet | list[RouterNet], *, spec: FeatureSpec, models: list[dict],
                  mean: np.ndarray, std: np.ndarray, refs: UtilityRefs, thresholds: dict[str, float] | None = None,
-                 decision: str = "utility", meta: dict[str, Any] | None = None):
+                 decision: str = "utility", meta: dict[str, Any] | None = None,
+                 calibration: CalibrationSet | None = None):
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
         self.nets = [n.eval() for n in (nets if isinstance(nets, list | tuple) else [nets])]
@@ -122,13 +128,27 @@ class MLPRouter(Router):
         self.decision = decision
         self.thresholds = dict(thresholds or {name: self.default_threshold for name in PRESETS})
         self.meta = meta or {}
+        self.calibration = calibration if decision == "utility" else None
         self._corner = corner_taus(self.thresholds)
+
+    @property
+    def floors(self) -> dict[str, float]:
+        """Preset -> quality floor: the checkpoint's (``vlrouter calibrate --min-quality``), else the defaults."""
+        return {**FLOORS, **(self.meta.get("floors") or {}).get("presets", {})}
+
+    @property
+    def pinned(self) -> dict[str, float]:
+        """Presets whose tau was pinned by an edge-share target or an energy budget."""
+        return (self.meta.get("floors") or {}).get("pinned", {})
 
     def describe(self) -> str:
         taus = "/".join(f"{self.thresholds[k]:.2f}" for k in ("fast", "quality", "energy"))
+        floors = "/".join(f"{self.floors[k]:.0%}" for k in ("fast", "quality", "energy"))
         trained = self.meta.get("training", {}).get("data")
+        how = "risk-controlled" if self.calibration is not None else "fixed"
         return (f"{self.name} ({len(self.models)} models, ensemble of {len(self.nets)}, decision {self.decision}, "
-                f"tau fast/quality/energy = {taus}{f', trained on {trained}' if trained else ''})")
+                f"floors fast/quality/energy = {floors}, {how} tau = {taus}"
+                f"{f', trained on {trained}' if trained else ''})")
 
     @property
     def cascade_band(self) -> float:
@@ -171,14 +191,40 @@ class MLPRouter(Router):
         u = pred.utility
         return u[:, cloud].max(axis=1) - u[:, ~cloud].max(axis=1)
 
-    def threshold(self, scenario: Scenario) -> float:
-        return float(np.clip(np.dot(scenario.as_tuple(), self._corner), *self.threshold_range))
+    def floor_for(self, scenario: Scenario) -> float:
+        """The floor in force: the request's, else the checkpoint's for a preset, else the default rule."""
+        if scenario.min_quality is None and scenario.name in PRESETS:
+            return self.floors[scenario.name]
+        return scenario.floor
 
-    def threshold_for(self, preset: str, w: np.ndarray | None = None) -> float:
-        """The calibrated tau of a named scenario; unnamed weights ``w`` get the interpolated one."""
-        if preset in self.thresholds or w is None:
-            return self.thresholds[preset]
-        return float(np.clip(np.dot(np.asarray(w, float), self._corner), *self.threshold_range))
+    def floor_fit(self, scenario: Scenario) -> FloorFit | None:
+        """The risk-controlled fit behind ``operating_point`` (None: fixed or pinned taus)."""
+        if self.calibration is None or (scenario.min_quality is None and scenario.name in self.pinned):
+            return None
+        return self.calibration.fit(scenario.as_tuple(), self.floor_for(scenario))
+
+    def operating_point(self, scenario: Scenario) -> tuple[np.ndarray, float]:
+        """The weights the router scores with and the margin threshold: the floor's (``router.risk``:
+        quality weight raised, threshold 0), or the scenario's weights with a pinned / fixed tau."""
+        fit = self.floor_fit(scenario)
+        if fit is not None:
+            return np.array(fit.weights), 0.0
+        return np.array(scenario.as_tuple()), self.threshold(scenario)
+
+    def operating_point_for(self, name: str, w=None) -> tuple[np.ndarray, float]:
+        """``operating_point`` of a preset by name, or of the weights ``w`` of another named scenario."""
+        if name in PRESETS or w is None:
+            return self.operating_point(parse_scenario(name))
+        return self.operating_point(parse_scenario(dict(zip(("speed", "quality", "energy"), map(float, w),
+                                                            strict=True))))
+
+    def threshold(self, scenario: Scenario) -> float:
+        """The margin threshold (0 under a floor fit: its weights carry the decision)."""
+        if self.floor_fit(scenario) is not None:
+            return 0.0
+        if scenario.name in self.thresholds and scenario.min_quality is None:
+            return self.thresholds[scenario.name]
+        return float(np.clip(np.dot(scenario.as_tuple(), self._corner), *self.threshold_range))
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         self.thresholds = dict(thresholds)
@@ -195,8 +241,8 @@ class MLPRouter(Router):
         return np.where(self.margins(pred) >= tau, best_cloud, best_edge)
 
     def cloud_benefit(self, query: RoutingInput) -> tuple[float, dict[str, float]]:
-        pred = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
-        return float(self.margins(pred)[0]), {}
+        w, _ = self.operating_point(query.scenario)
+        return float(self.margins(self.predict(self._features(query), w))[0]), {}
 
     def _features(self, query: RoutingInput) -> np.ndarray:
         """The raw fused vector; an unknown block is set to the training mean, i.e. standardised 0,
@@ -212,11 +258,13 @@ class MLPRouter(Router):
         return x
 
     def route(self, query: RoutingInput) -> Decision:
-        pred = self.predict(self._features(query), np.array(query.scenario.as_tuple()))
-        tau = self.threshold(query.scenario)
+        x = self._features(query)
+        w, tau = self.operating_point(query.scenario)
+        pred = self.predict(x, w)
         idx = int(self.choose(pred, tau)[0])
         margin = float(self.margins(pred)[0])
         tier = self.models[idx]["tier"]
+        why = self._why(query, x, pred, margin, tau)
         p_cloud = float(pred.probs[0, self.tiers == "cloud"].sum())
         scores = {"p_cloud": round(p_cloud, 4)}
         if np.isfinite(margin):  # a single-tier router has no margin
@@ -231,7 +279,25 @@ class MLPRouter(Router):
         reason = (f"{what} {margin:.3f} {'>=' if tier == 'cloud' else '<'} tau {tau:.3f} ({query.scenario}); "
                   f"model {self.models[idx]['name']}")
         return Decision(tier=tier, policy=self.name, threshold=round(tau, 4), scores=scores, reason=reason,
-                        model=self.models[idx]["name"])
+                        model=self.models[idx]["name"], floor=why["min_quality"], explanation=why)
+
+    def _why(self, query: RoutingInput, x: np.ndarray, pred: Prediction, margin: float, tau: float) -> dict:
+        """What the decision rested on: quality per tier, margin and threshold, the floor, top features."""
+        u, cloud = pred.utility[0], self.tiers == "cloud"
+        best = {t: int(np.where(self.tiers == t, u, -np.inf).argmax()) for t in ("edge", "cloud")
+                if (self.tiers == t).any()}
+        fit = self.floor_fit(query.scenario)
+        why = {"quality": {t: round(float(pred.quality[0, j]), 4) for t, j in best.items()},
+               "margin": round(margin, 4) if np.isfinite(margin) else None,
+               "threshold": round(tau, 4),
+               "min_quality": self.floor_for(query.scenario),
+               "quality_weight": round(float(pred.w[0, 1]), 4),
+               "floor_status": fit.status if fit is not None else
+               ("pinned" if query.scenario.name in self.pinned else "fixed")}
+        if cloud.any() and (~cloud).any():
+            x_std = (np.asarray(x, np.float32) - self.mean) / self.std
+            why.update(explain(self.nets, self.spec, x_std, best["cloud"], best["edge"]))
+        return why
 
     # ------------------------------------------------------------------ checkpoint
     def save(self, path: str | Path) -> Path:
@@ -243,12 +309,16 @@ class MLPRouter(Router):
                    for i, net in enumerate(self.nets) for k, v in net.state_dict().items()}
         tensors["scaler.mean"] = torch.from_numpy(self.mean)
         tensors["scaler.std"] = torch.from_numpy(self.std)
+        extra = {"floors": {**(self.meta.get("floors") or {}), "presets": self.floors}}
+        if self.calibration is not None:
+            tensors.update({k: torch.from_numpy(v) for k, v in self.calibration.tensors().items()})
+            extra["floors"]["calibration"] = self.calibration.meta()
         save_file(tensors, str(path / "router.safetensors"))
         meta = {
             "format": FORMAT, "policy": self.name, "feature_spec": self.spec.to_dict(), "models": self.models,
             "utility_refs": self.refs.to_dict(), "decision": self.decision, "ensemble": len(self.nets),
             "thresholds": self.thresholds, "scaler": {"kind": "standard", "tensors": ["scaler.mean", "scaler.std"]},
-            **self.meta,
+            **self.meta, **extra,
         }
         (path / "router.json").write_text(json.dumps(meta, indent=2))
         return path
@@ -275,8 +345,12 @@ class MLPRouter(Router):
             prefix = f"net{i}."
             net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             nets.append(net)
-        kept = ("hyperparameters", "dev_metrics", "training", "calibration", "cascade")
+        kept = ("hyperparameters", "dev_metrics", "training", "calibration", "cascade", "floors", "curve")
         extra = {k: v for k, v in meta.items() if k in kept}
+        cal_meta = (meta.get("floors") or {}).get("calibration")
+        calibration = (CalibrationSet.from_tensors({k: v.numpy() for k, v in tensors.items()}, cal_meta,
+                                                   [m["tier"] for m in meta["models"]]) if cal_meta else None)
         return cls(nets, spec=spec, models=meta["models"], mean=tensors["scaler.mean"].numpy(),
                    std=tensors["scaler.std"].numpy(), refs=UtilityRefs(**meta["utility_refs"]),
-                   thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra)
+                   thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra,
+                   calibration=calibration)

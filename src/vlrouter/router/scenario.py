@@ -6,10 +6,20 @@ a preset name, a JSON object or ``speed=0.2,quality=0.8``.
 
 Presets are mixtures rather than corners so that no objective is ignored entirely: a "fast" user
 still prefers a correct answer to a wrong one.
+
+A scenario also carries a **quality floor** (``min_quality``): the share of the strongest model's
+expected quality to keep over the traffic (``router.risk`` turns it into a threshold). Each preset
+has one: ``quality`` keeps >= 98% and then saves what it can; ``fast`` and ``energy`` keep >= 90%
+(ECVL-Router's "< 10% drop") and minimise latency / energy. Custom weights get the floor of the
+same linear rule in their quality weight that gives the presets theirs,
+``floor(w) = clip(0.852 + 0.16 * w_quality, 0.85, 1)`` (0.90 at w_quality 0.3, 0.98 at 0.8). A request
+may set its own: ``min_quality`` in a scenario object, ``fast;min_quality=0.95`` or
+``speed=0.5,quality=0.5,min_quality=0.95`` in the header; the body's top-level ``min_quality`` too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -23,6 +33,15 @@ PRESETS: dict[str, tuple[float, float, float]] = {
     "energy": (0.1, 0.3, 0.6),
 }
 KEYS = ("speed", "quality", "energy")
+FLOOR_KEY = "min_quality"
+
+
+def default_floor(w_quality: float) -> float:
+    """The floor of a scenario that names none: linear in the quality weight through the presets' floors."""
+    return round(min(1.0, max(0.85, 0.852 + 0.16 * w_quality)), 4)
+
+
+FLOORS: dict[str, float] = {name: default_floor(w[1]) for name, w in PRESETS.items()}  # 0.90 / 0.98 / 0.90
 
 
 class ScenarioError(VLRouterError, ValueError):
@@ -41,23 +60,51 @@ class Scenario:
     quality: float
     energy: float
     name: str = "custom"
+    min_quality: float | None = None  # asked for by the request (or config); None: the default floor
+
+    @property
+    def floor(self) -> float:
+        """The quality floor in force: the one asked for, else the preset's, else ``default_floor``."""
+        if self.min_quality is not None:
+            return self.min_quality
+        return FLOORS.get(self.name, default_floor(self.quality))
 
     def as_tuple(self) -> tuple[float, float, float]:
         return (self.speed, self.quality, self.energy)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "speed": self.speed, "quality": self.quality, "energy": self.energy}
+        return {"name": self.name, "speed": self.speed, "quality": self.quality, "energy": self.energy,
+                "min_quality": self.floor}
 
     def __str__(self) -> str:
-        if self.name != "custom":
-            return self.name
-        return ",".join(f"{k}={v:.3g}" for k, v in zip(KEYS, self.as_tuple(), strict=True))
+        text = self.name if self.name != "custom" else ",".join(
+            f"{k}={v:.3g}" for k, v in zip(KEYS, self.as_tuple(), strict=True))
+        return text if self.min_quality is None else f"{text};{FLOOR_KEY}={self.min_quality:.4g}"
+
+
+def check_floor(raw: Any) -> float:
+    """A valid ``min_quality``: a share in (0, 1]."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or not 0 < raw <= 1:
+        raise ScenarioError(f"{FLOOR_KEY} must be a share in (0, 1], e.g. 0.9; got {raw!r}", param=FLOOR_KEY)
+    return float(raw)
+
+
+def with_floor(scenario: Scenario, min_quality: Any) -> Scenario:
+    """``scenario`` with the request's floor (``None`` keeps the one it has)."""
+    if min_quality is None:
+        return scenario
+    return dataclasses.replace(scenario, min_quality=check_floor(min_quality))
 
 
 def from_weights(weights: dict[str, Any]) -> Scenario:
+    weights = dict(weights)
+    floor = weights.pop(FLOOR_KEY, None)
+    preset = weights.pop("name", None) if set(weights) <= {"name"} else None
+    if isinstance(preset, str) and preset.lower() in PRESETS:  # {"name": "fast", "min_quality": 0.95}
+        return with_floor(Scenario(*PRESETS[preset.lower()], name=preset.lower()), floor)
     unknown = set(weights) - set(KEYS)
     if unknown:
-        raise ScenarioError(f"unknown scenario keys {sorted(unknown)}; use {list(KEYS)}")
+        raise ScenarioError(f"unknown scenario keys {sorted(unknown)}; use {[*KEYS, FLOOR_KEY]}")
     values = []
     for key in KEYS:
         raw = weights.get(key, 0.0)
@@ -72,8 +119,15 @@ def from_weights(weights: dict[str, Any]) -> Scenario:
     speed, quality, energy = (v / total for v in values)
     for name, preset in PRESETS.items():
         if all(abs(a - b) < 1e-9 for a, b in zip(preset, (speed, quality, energy), strict=True)):
-            return Scenario(speed, quality, energy, name)
-    return Scenario(speed, quality, energy)
+            return with_floor(Scenario(speed, quality, energy, name), floor)
+    return with_floor(Scenario(speed, quality, energy), floor)
+
+
+def _number(text: str, item: str) -> float:
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario weight {item!r} is not key=number") from exc
 
 
 def parse_scenario(value: Any) -> Scenario:
@@ -84,7 +138,13 @@ def parse_scenario(value: Any) -> Scenario:
         return from_weights(value)
     if not isinstance(value, str):
         raise ScenarioError(f"scenario must be a preset name or an object, got {type(value).__name__}")
-    text = value.strip()
+    text, _, floor = value.strip().partition(";")
+    if floor:  # "fast;min_quality=0.95"
+        key, _, num = floor.partition("=")
+        if key.strip().lower() != FLOOR_KEY:
+            raise ScenarioError(f"scenario option {floor!r}: only {FLOOR_KEY}=<number> may follow ';'")
+        return with_floor(parse_scenario(text), _number(num, floor))
+    text = text.strip()
     if text.lower() in PRESETS:
         return Scenario(*PRESETS[text.lower()], name=text.lower())
     if text.startswith("{"):
@@ -99,9 +159,6 @@ def parse_scenario(value: Any) -> Scenario:
         weights: dict[str, Any] = {}
         for item in text.split(","):
             key, _, num = item.partition("=")
-            try:
-                weights[key.strip().lower()] = float(num)
-            except ValueError as exc:
-                raise ScenarioError(f"scenario weight {item!r} is not key=number") from exc
+            weights[key.strip().lower()] = _number(num, item)
         return from_weights(weights)
     raise ScenarioError(f"unknown scenario {value!r}; use one of {sorted(PRESETS)} or speed/quality/energy weights")

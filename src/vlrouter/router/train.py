@@ -11,7 +11,10 @@ early stopping on the dev loss over fixed scenario draws; the best epoch's weigh
 
 Cross-fitting: with ``calibration_folds`` = k > 1, k more nets are trained, each without one fold
 of the training queries. Their predictions for the held-out fold are out-of-fold, so tau is
-calibrated on dev plus every training query rather than on the small dev split alone; with
+calibrated on dev plus every training query rather than on the small dev split alone. For the
+utility decision those held-out predictions and outcomes become the checkpoint's calibration set:
+each scenario's tau is fitted to its quality floor under risk control (``router.risk``); the policy
+decision keeps ``calibrate_taus`` (utility grid search) per preset. With
 ``ensemble`` the k nets then join the main one in the checkpoint and the router averages all of
 them (the nets share one scaler, fitted on the whole training split).
 
@@ -34,7 +37,8 @@ from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
 from vlrouter.router.cascade import calibrate_band
 from vlrouter.router.mlp import MLPRouter, Prediction, RouterNet
-from vlrouter.router.scenario import PRESETS
+from vlrouter.router.risk import CalibrationSet
+from vlrouter.router.scenario import PRESETS, parse_scenario
 from vlrouter.router.utility import Outcomes
 
 torch = import_torch()
@@ -138,6 +142,31 @@ def calibrate_taus(router: MLPRouter, preds: dict[str, Prediction], outcomes: Ou
         report[name] = {"utility": round(got["utility"], 5), "tau": taus[name], "quality": round(got["quality"], 5),
                         "edge_share": round(got["edge_share"], 5), "n": len(idx),
                         "best_tau": float(grid[top]), "best_utility": round(float(values[top]), 5)}
+    return taus, report
+
+
+def calibration_set(router: MLPRouter, pred: Prediction, outcomes: Outcomes, idx: np.ndarray) -> CalibrationSet:
+    """The held-out predictions and realised outcomes of the queries ``idx`` (partial labels: the
+    quality head's guess where the outcome is unknown, and the set is marked uncertified)."""
+    quality = outcomes.quality[idx]
+    if outcomes.partial:
+        quality = np.where(outcomes.observed[idx], quality, pred.quality)
+    return CalibrationSet.build(pred, quality, outcomes.latency[idx] / outcomes.refs.lat_ref,
+                                outcomes.energy[idx] / outcomes.refs.energy_ref, router.tiers,
+                                certified=not outcomes.partial)
+
+
+def floor_taus(router: MLPRouter, preds: dict[str, Prediction], outcomes: Outcomes, idx: np.ndarray,
+               scenarios: dict[str, tuple]) -> tuple[dict[str, float], dict[str, dict]]:
+    """Attach the calibration set to ``router`` and fit each scenario's tau to its floor (``router.risk``)."""
+    router.calibration = calibration_set(router, next(iter(preds.values())), outcomes, idx)
+    taus, report = {}, {}
+    for name, w in scenarios.items():
+        scenario = parse_scenario(name) if name in PRESETS else parse_scenario(dict(zip(
+            ("speed", "quality", "energy"), map(float, w), strict=True)))
+        fit = router.calibration.fit(w, router.floor_for(scenario))
+        taus[name] = 0.0  # the fit's weights carry the decision (router.risk)
+        report[name] = fit.as_dict()
     return taus, report
 
 
@@ -272,13 +301,19 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
     for fold, preds in zip(oof_idx, oof, strict=True):
         cal_idx = np.concatenate([cal_idx, fold])
         cal = {n: _concat(cal[n], preds[n]) for n in cal}
-    taus, cal_report = calibrate_taus(router, cal, outcomes, cal_idx, scenarios=scenarios, se_rule=cfg.tau_se_rule)
+    if cfg.decision == "utility":
+        taus, cal_report = floor_taus(router, cal, outcomes, cal_idx, scenarios)
+    else:
+        taus, cal_report = calibrate_taus(router, cal, outcomes, cal_idx, scenarios=scenarios,
+                                          se_rule=cfg.tau_se_rule)
     router.set_thresholds(taus)
     dev_metrics = {}
-    for name, pred in _predictions(router, X[dev_idx], scenarios).items():  # dev figures at the chosen tau
-        got = outcomes.summary(router.choose(pred, taus[name]), dev_idx, np.array(scenarios[name]), router.tiers)
-        dev_metrics[name] = {"tau": taus[name], "utility": round(got["utility"], 5),
-                             "quality": round(got["quality"], 5), "edge_share": round(got["edge_share"], 5)}
+    for name, w in scenarios.items():  # dev figures at the chosen operating point
+        w_op, tau = router.operating_point_for(name, w)
+        got = outcomes.summary(router.choose(router.predict(X[dev_idx], w_op), tau), dev_idx, np.array(w),
+                               router.tiers)
+        dev_metrics[name] = {"tau": tau, "quality_weight": round(float(w_op[1]), 4),
+                             **{k: round(got[k], 5) for k in ("utility", "quality", "edge_share")}}
     info = {"epochs": len(history), "best_epoch": best_epoch,
             "best_dev_loss": round(history[best_epoch]["dev_loss"], 5),
             "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx),

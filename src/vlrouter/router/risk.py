@@ -1,0 +1,181 @@
+"""Quality floors under risk control: a scenario's operating point from held-out outcomes.
+
+A scenario is an objective (the weights w, see ``scenario.py``) plus a quality floor f: the share
+of the strongest model's expected quality to keep over the traffic (``min_quality``). "Minimise
+the scenario's costs subject to the floor" has a Lagrangian form: pick for each query the model
+with the highest U_lambda(m) = lambda * q(m) - w_speed * lat(m) - w_energy * E(m) (the router's
+heads), with the quality multiplier lambda raised above the scenario's own w_quality until the floor
+holds. The router then routes with the normalised weights (w_speed, lambda, w_energy) / sum and a
+zero margin threshold, so each query goes where quality gained per unit of cost is worth it.
+
+**Risk control.** On held-out queries (dev plus the out-of-fold training queries, see
+``train.py``) with their realised quality, a fixed grid of lambdas is tested in order from
+"quality only" (lambda = 1e4 w-units: the strongest predicted model for every query) down to the
+scenario's own w_quality (its unconstrained expected-utility decision). For each, H0: "retention
+< f" is tested with the one-sided delta-method bound of the ratio retention = mean q(chosen) /
+mean q(reference) (a CLT test); the walk stops at the first lambda whose bound falls below f, and
+the last one passed is used. This is Learn-then-Test with fixed-sequence testing (Angelopoulos,
+Bates, Candes, Jordan & Lei, 2021, "Learn then Test: Calibrating Predictive Algorithms to Achieve
+Risk Control", section 4.2; CLT p-values as in its appendix): with probability >= 1 - delta (0.95)
+over the held-out sample, every lambda passed keeps the floor on new queries from the same
+distribution, asymptotically. The grid and its order are fixed before the outcomes are seen, and
+the bounds do not depend on f, so one walk per w serves every floor: a higher floor stops earlier,
+at a larger lambda, which is how a per-request ``min_quality`` moves decisions monotonically.
+
+Statuses: ``certified``; ``all-edge`` (certified, and the data lets the edge keep the floor for
+every query); ``unmet`` (not even "quality only" is certified: the router routes quality-only and
+says so); ``uncertified`` (partial labels from a decision log: unobserved outcomes are the quality
+head's guesses, so the floor is a plug-in estimate). The quality and cost heads do not read w, so
+the checkpoint keeps the held-out predictions and a walk is run for any weights a request asks for
+(a few milliseconds, then cached).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+DELTA = 0.05
+LAMBDA_MAX = 1e4  # "quality only": costs break ties between equally good models
+GRID = 160
+METHOD = ("Learn-then-Test: fixed-sequence tests of the quality multiplier from quality-only down to the "
+          "scenario's own weight; one-sided delta-method (CLT) bound of the retention at delta {delta}")
+_FIELDS = ("q_pred", "lat_pred", "e_pred", "quality", "latency", "energy")
+
+
+@dataclass(frozen=True)
+class FloorFit:
+    """The operating point for one (weights, floor) and what it did on the held-out queries."""
+
+    weights: tuple[float, float, float]  # what the router routes with (quality weight raised; threshold 0)
+    floor: float
+    status: str         # "certified" | "all-edge" (even all-edge keeps the floor) | "unmet" | "uncertified"
+    edge_share: float
+    retention: float    # mean quality kept / the reference model's, on the held-out queries
+    retention_low: float  # its one-sided 95% lower bound
+    latency_reduction: float  # vs the reference model for every query (normalised latency, or cost)
+    energy_reduction: float
+    n: int
+
+    def as_dict(self) -> dict:
+        def rounded(v):
+            if isinstance(v, tuple | list):
+                return [rounded(x) for x in v]
+            return round(v, 5) if isinstance(v, float) and math.isfinite(v) else v
+
+        return {k: rounded(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class CalibrationSet:
+    """Held-out predictions (quality, normalised latency and energy per model) and realised outcomes.
+
+    ``certified`` is False for partial labels (a decision log): unobserved outcomes are the quality
+    head's guesses, so the floor is a plug-in estimate there, not a risk-controlled one."""
+
+    q_pred: np.ndarray    # (n, models)
+    lat_pred: np.ndarray
+    e_pred: np.ndarray
+    quality: np.ndarray   # realised quality (filled where a dataset lacks an outcome)
+    latency: np.ndarray   # realised, normalised by the utility references
+    energy: np.ndarray
+    tiers: np.ndarray     # (models,) "edge" | "cloud"
+    ref: int              # the strongest model (highest mean held-out quality): retention's denominator
+    certified: bool = True
+    delta: float = DELTA
+
+    def __post_init__(self):
+        self._walks: OrderedDict[tuple, dict] = OrderedDict()  # rounded w -> its walk (floors are free)
+
+    @classmethod
+    def build(cls, pred, quality, latency, energy, tiers, *, certified: bool = True) -> CalibrationSet:
+        """From a ``Prediction`` of the held-out queries and their realised (normalised) outcomes."""
+        ref = int(np.argmax(quality.mean(0)))
+        return cls(pred.quality, pred.latency, pred.energy, quality, latency, energy, np.asarray(tiers), ref,
+                   certified)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {f"calibration.{k}": np.ascontiguousarray(getattr(self, k), np.float32) for k in _FIELDS}
+
+    def meta(self) -> dict:
+        return {"n": len(self.quality), "reference": self.ref, "certified": self.certified, "delta": self.delta,
+                "method": METHOD.format(delta=self.delta)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict, meta: dict, tiers) -> CalibrationSet:
+        arrays = {k: np.asarray(tensors[f"calibration.{k}"], np.float64) for k in _FIELDS}
+        return cls(**arrays, tiers=np.asarray(tiers), ref=int(meta["reference"]),
+                   certified=bool(meta.get("certified", True)), delta=float(meta.get("delta", DELTA)))
+
+    # ------------------------------------------------------------------ fitting
+    def lambdas(self, w_quality: float) -> np.ndarray:
+        """The fixed test order: quality multipliers from 1e4 down to the scenario's own ``w_quality``."""
+        low = max(float(w_quality), 1e-3)
+        return np.geomspace(LAMBDA_MAX, low, GRID) if low < LAMBDA_MAX else np.array([low])
+
+    def _walk(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Along ``lambdas``: the retention, its lower bound and the edge share on the held-out queries."""
+        cost = w[0] * self.lat_pred + w[2] * self.e_pred
+        rows, q_ref = np.arange(len(cost)), self.quality[:, self.ref]
+        lams = self.lambdas(w[1])
+        z = NormalDist().inv_cdf(1 - self.delta)
+        out = {"lam": lams, "retention": [], "low": [], "edge": [], "lat": [], "energy": []}
+        ref_lat, ref_e = float(self.latency[:, self.ref].mean()), float(self.energy[:, self.ref].mean())
+        for lam in lams:
+            chosen = (lam * self.q_pred - cost).argmax(1)
+            r, se = ratio_se(self.quality[rows, chosen], q_ref)
+            low = r - z * se
+            out["retention"].append(r)
+            out["low"].append(low if np.isfinite(low) else -np.inf)
+            out["edge"].append(float((self.tiers[chosen] == "edge").mean()))
+            out["lat"].append(1 - self.latency[rows, chosen].mean() / ref_lat if ref_lat > 0 else np.nan)
+            out["energy"].append(1 - self.energy[rows, chosen].mean() / ref_e if ref_e > 0 else np.nan)
+        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+    def fit(self, w, floor: float) -> FloorFit:
+        """The risk-controlled operating point for weights ``w`` (speed, quality, energy) and ``floor``."""
+        w = np.asarray(w, np.float64)
+        key = tuple(np.round(w, 4).tolist())
+        walk = self._walks.get(key)
+        if walk is None:
+            walk = self._walk(w)
+            self._walks[key] = walk
+            if len(self._walks) > 1024:
+                self._walks.popitem(last=False)
+        else:
+            self._walks.move_to_end(key)
+        fails = np.flatnonzero(walk["low"] < floor)
+        j = int(fails[0]) - 1 if len(fails) else len(walk["lam"]) - 1  # the last lambda passed
+        status = "certified"
+        if j < 0:
+            j, status = 0, "unmet"
+        elif walk["edge"][j] >= 1.0:
+            status = "all-edge"
+        if not self.certified and status != "unmet":
+            status = "uncertified"
+        lam = float(walk["lam"][j])
+        total = w[0] + lam + w[2]
+        weights = (float(w[0] / total), lam / total, float(w[2] / total))
+        return FloorFit(weights=weights, floor=float(floor), status=status, edge_share=float(walk["edge"][j]),
+                        retention=float(walk["retention"][j]), retention_low=float(walk["low"][j]),
+                        latency_reduction=float(walk["lat"][j]), energy_reduction=float(walk["energy"][j]),
+                        n=len(self.quality))
+
+
+def ratio_se(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """mean(num) / mean(den) and its delta-method standard error (nan where undefined)."""
+    n, mu = len(num), float(den.mean()) if len(den) else 0.0
+    if n < 2 or mu <= 0:
+        return float("nan"), float("nan")
+    r = float(num.mean()) / mu
+    return r, float((num - r * den).std(ddof=1) / math.sqrt(n) / mu)
+
+
+def ratio_interval(num: np.ndarray, den: np.ndarray) -> tuple[float, float, float]:
+    """mean(num) / mean(den) with its two-sided 95% delta-method interval."""
+    r, se = ratio_se(num, den)
+    return r, r - 1.96 * se, r + 1.96 * se
