@@ -85,8 +85,10 @@ class ChatCompletionRequest(_Model):
                 return name
         return None
     user: str | None = None
-    # vlrouter extension: preset name or {"speed", "quality", "energy"} weights
+    # vlrouter extensions: preset name or {"speed", "quality", "energy"[, "min_quality"]} weights, and the
+    # quality floor (share of the strongest model's quality to keep; overrides the scenario's)
     scenario: str | dict[str, Any] | None = None
+    min_quality: Any = None  # checked by router.scenario.check_floor (400 invalid_scenario, param min_quality)
 
     @field_validator("stop")
     @classmethod
@@ -160,6 +162,7 @@ class InferJSONRequest(_Model):
     image: str | None = Field(None, description="base64 or data URL")
     images: list[str] = Field(default_factory=list)
     scenario: str | dict[str, Any] | None = None
+    min_quality: Any = None  # the quality floor, as in the chat body
     model: str = "vlrouter-auto"
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -184,6 +187,10 @@ class InferResponse(_Model):
     policy: str
     scores: dict[str, float]
     threshold: float
+    min_quality: float | None = Field(None, description="the quality floor the decision was made for")
+    why: dict[str, Any] | None = Field(None, description=(
+        "what the decision rested on: predicted quality per tier, margin and threshold, the floor and its "
+        "calibration status, and the features that moved it most (gradient x input)"))
     explore: bool = False
     route_ms: float
     latency_ms: float
@@ -227,6 +234,7 @@ class ModelCard(_Model):
     tier: str | None = None
     kind: str | None = None
     standin: bool = False
+    router: dict[str, Any] | None = None  # on vlrouter-auto: the policy, its checkpoint, training data and floors
 
 
 class ModelList(_Model):

@@ -178,19 +178,35 @@ def test_cli_train_calibrate_eval_and_gateway(trained, bench, features_config, t
     assert bad.returncode == 2 and "--group-dropout" in bad.stderr and not out.exists()
     result = run_cli("train", *common, "--out", str(out), "--max-epochs", "40")
     assert result.returncode == 0, result.stderr
-    assert "dev quality" in result.stdout
+    assert "quality  floor 98% certified" in result.stdout
     # unset options keep TrainConfig's defaults: every group-dropout candidate is tried
     trained_with = json.loads((out / "router.json").read_text())["training"]["group_dropout"]
     assert set(trained_with["dev_loss"]) == {str(v) for v in TrainConfig().group_dropout}
     result = run_cli("calibrate", *common, "--router", str(out), "--scenario", "quality", "--target-edge-share", "0.8")
     assert result.returncode == 0, result.stderr
-    cal = json.loads((out / "router.json").read_text())["calibration"]["quality"]
-    assert cal["edge_share"] == pytest.approx(0.8, abs=0.1)
-    report, plot = tmp_path / "eval.json", tmp_path / "pareto.png"
-    result = run_cli("eval", *common, "--router", str(out), "--json", str(report), "--plot", str(plot))
+    meta = json.loads((out / "router.json").read_text())
+    assert meta["calibration"]["quality"]["edge_share"] == pytest.approx(0.8, abs=0.1)
+    assert meta["floors"]["pinned"] == {"quality": meta["thresholds"]["quality"]}  # pinned: the floor is set aside
+    result = run_cli("calibrate", *common, "--router", str(out), "--scenario", "fast", "--min-quality", "0.8")
     assert result.returncode == 0, result.stderr
-    assert "[quality]" in result.stdout and plot.stat().st_size > 10_000
-    assert set(json.loads(report.read_text())["scenarios"]) == {"fast", "quality", "energy"}
+    assert "fast: floor 80% fitted on the checkpoint's held-out predictions" in result.stdout
+    meta = json.loads((out / "router.json").read_text())
+    assert meta["floors"]["presets"] == {"fast": 0.8, "quality": 0.98, "energy": 0.9}
+    assert meta["calibration"]["fast"]["fit"]["retention_low"] >= 0.8
+    assert meta["calibration"]["fast"]["check"]["split"] == "dev"
+    bad = run_cli("calibrate", *common, "--router", str(out), "--scenario", "fast", "--min-quality", "1.2")
+    assert bad.returncode == 2 and "--min-quality" in bad.stderr
+    report, plot, curve = tmp_path / "eval.json", tmp_path / "pareto.png", tmp_path / "curve.png"
+    result = run_cli("eval", *common, "--router", str(out), "--json", str(report), "--plot", str(plot),
+                     "--curve-plot", str(curve))
+    assert result.returncode == 0, result.stderr
+    assert "[quality]" in result.stdout and plot.stat().st_size > 10_000 and curve.stat().st_size > 10_000
+    assert "floors (retention" in result.stdout
+    evaluated = json.loads(report.read_text())
+    assert set(evaluated["scenarios"]) == {"fast", "quality", "energy"}
+    assert evaluated["floors"]["fast"]["floor"] == 0.8 and evaluated["floors"]["quality"]["status"] is None  # pinned
+    stored = json.loads((out / "router.json").read_text())["curve"]
+    assert stored["split"] == "test" and stored["curves"]["fast"]["mlp"] == evaluated["curves"]["fast"]["mlp"]
 
     import httpx
 
@@ -260,3 +276,92 @@ def test_tau_calibration_keeps_the_default_unless_the_data_says_otherwise(traine
     clear = Outcomes(truth, zeros, zeros, zeros, refs)
     taus, _ = calibrate_taus(router, {"quality-only": pred}, clear, np.arange(n), scenarios={"quality-only": (0, 1, 0)})
     assert 0.1 <= taus["quality-only"] <= 0.2
+
+
+def _area(points) -> float:
+    xs, ys = zip(*sorted(points), strict=True)
+    return float(np.trapezoid(ys, xs))
+
+
+def test_every_preset_keeps_its_floor_and_beats_random_along_the_curve(trained):
+    ds, X, _, router, _, _ = trained
+    report = evaluate(ds, X, router)
+    for name, floor in report["floors"].items():
+        assert floor["floor"] == {"fast": 0.9, "quality": 0.98, "energy": 0.9}[name]
+        assert floor["status"] in ("certified", "all-edge") and floor["verdict"] in ("held", "within noise"), floor
+        low, high = floor["retention_ci95"]
+        assert low <= floor["retention"] <= high and high >= floor["floor"]
+        assert floor["edge_share"] == pytest.approx(report["scenarios"][name]["mlp"]["edge_share"], abs=1e-4)
+        curves = report["curves"][name]
+        assert _area(curves["mlp"]) > _area(curves["random"]), name  # better than random at every share, on average
+        assert _area(curves["oracle"]) >= _area(curves["mlp"])
+    assert report["floors"]["energy"]["edge_share"] > report["floors"]["quality"]["edge_share"]
+    assert 0 < report["floors"]["fast"]["edge_share"] < 1  # a floor turns "fast" into a routing decision again
+
+
+def test_a_request_floor_moves_decisions_monotonically_and_is_explained(trained):
+    ds, X, _, router, _, _ = trained
+    idx = ds.split("test")[:60]
+    floors = (0.6, 0.8, 0.9, 0.95, 0.99)
+    chosen_q = np.zeros((len(idx), len(floors)))
+    cloud = np.zeros(len(floors))
+    for j, floor in enumerate(floors):
+        scenario = parse_scenario(f"fast;min_quality={floor}")
+        for i, row in enumerate(idx):
+            d = router.route(RoutingInput("q", 1, 1, scenario, features=X[row]))
+            assert d.floor == floor and d.explanation["min_quality"] == floor
+            chosen_q[i, j] = d.scores[f"q:{d.model}"]
+            cloud[j] += d.tier == "cloud"
+    assert (np.diff(chosen_q, axis=1) >= -1e-9).all()  # each query's predicted quality only rises with the floor
+    assert (np.diff(cloud) >= 0).all() and cloud[-1] > cloud[0]
+    why = d.explanation
+    assert set(why["quality"]) == {"edge", "cloud"} and why["floor_status"] in ("certified", "all-edge", "unmet")
+    assert len(why["top_features"]) == 3 and set(why["blocks"]) <= {"image", "text", "signals", "extras"}
+    effects = [abs(f["effect"]) for f in why["top_features"]]
+    assert effects == sorted(effects, reverse=True) and effects[0] > 0
+    # the named features are the largest gradient x input terms of the last query's quality gain
+    from vlrouter.router.explain import attribution, feature_names
+
+    x_std = (X[idx[-1]].astype(np.float32) - router.mean) / router.std
+    model = {m["name"]: j for j, m in enumerate(router.models)}
+    effect = attribution(router.nets, x_std, model[why["models"]["cloud"]], model[why["models"]["edge"]])
+    assert effect.shape == x_std.shape and np.isfinite(effect).all()
+    top = [feature_names(router.spec)[i] for i in np.argsort(-np.abs(effect))[:3]]
+    assert top == [f["name"] for f in why["top_features"]]
+
+
+def test_gateway_serves_floors_and_says_why(trained, features_config, make_gateway, model_server, photo_data_url,
+                                            tmp_path):
+    import httpx
+    from openai import OpenAI
+
+    from vlrouter.telemetry.decision_log import read_rows
+
+    ds, _, _, _, path, _ = trained
+    db = tmp_path / "decisions.db"
+    with make_gateway(model_server.base_url, features=features_config.model_dump(),
+                      routing={"policy": "mlp", "checkpoint": str(path), "min_quality": {"energy": 0.85}},
+                      log={"enabled": True, "path": str(db)}) as gw, httpx.Client(base_url=gw.url, timeout=60) as http:
+        body = http.post("/infer", json={"text": "How many red circles are there?", "image": photo_data_url,
+                                         "scenario": "fast", "min_quality": 0.95, "max_tokens": 1}).json()
+        assert body["policy"] == "mlp" and body["min_quality"] == 0.95 and body["scenario"]["min_quality"] == 0.95
+        assert body["why"]["min_quality"] == 0.95 and len(body["why"]["top_features"]) == 3
+        assert body["why"]["models"]["cloud"] == "cloud-large" and body["why"]["models"]["edge"] in ds.model_names
+        client = OpenAI(base_url=gw.url + "/v1", api_key="unused")
+        raw = client.chat.completions.with_raw_response.create(
+            model="vlrouter-auto", max_tokens=1, messages=[{"role": "user", "content": "Describe the scene."}],
+            extra_headers={"X-VLRouter-Scenario": "energy"})
+        h = raw.headers
+        assert h["x-vlrouter-policy"] == "mlp" and h["x-vlrouter-min-quality"] == "0.85"  # routing.min_quality
+        assert h["x-vlrouter-scenario"] == "energy;min_quality=0.85"
+        assert len(h["x-vlrouter-top-features"].split(",")) == 3 and "edge=" in h["x-vlrouter-quality"]
+        assert h["x-vlrouter-floor-status"] in ("certified", "all-edge", "unmet")
+        bad = http.post("/infer", json={"text": "q", "min_quality": 2})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_scenario"
+        assert bad.json()["error"]["param"] == "min_quality"
+        card = http.get("/v1/models").json()["data"][0]
+        assert card["id"] == "vlrouter-auto" and card["router"]["checkpoint"] == str(path)
+        assert card["router"]["floors"] == {"fast": 0.9, "quality": 0.98, "energy": 0.9}
+    rows = {r["scenario_name"]: r for r in read_rows(db)}
+    assert rows["fast"]["min_quality"] == 0.95 and rows["fast"]["explanation"]["min_quality"] == 0.95
+    assert rows["energy"]["min_quality"] == 0.85

@@ -116,7 +116,7 @@ def test_train_from_log_and_serve_the_checkpoint(logged, features_config, tmp_pa
     result = run_cli("train", "--from-log", str(db), "--config", str(cfg), "--out", str(out), "--max-epochs", "30",
                      "--no-progress", "--cache-dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
-    assert "partial labels" in result.stdout and "dev quality" in result.stdout
+    assert "partial labels" in result.stdout and "floor 98% uncertified" in result.stdout
     meta = json.loads((out / "router.json").read_text())
     assert [m["name"] for m in meta["models"]] == ["cloud", "edge"]
     assert meta["training"]["data"] == str(db)

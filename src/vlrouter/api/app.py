@@ -64,7 +64,8 @@ def build_gateway(settings: Settings, backends: dict[str, Backend], router: Rout
 def load_router(settings: Settings, features: FeaturePipeline | None) -> Router:
     """The configured policy, through the one router factory (a checkpoint is checked against the features)."""
     router = router_from_settings(settings.routing, None if features is None else features.spec)
-    log.info("router: %s", router.describe())
+    card = router.card()
+    log.info("router: %s%s", router.describe(), f" from {card['checkpoint']}" if card.get("checkpoint") else "")
     return router
 
 

@@ -26,6 +26,7 @@ from vlrouter.errors import RequestError
 from vlrouter.media import DecodedImage, MediaError, decode_base64_image, decode_image_bytes, fetch_remote_image
 from vlrouter.protocol import ChatCompletionRequest, ChatMessage, InferJSONRequest
 from vlrouter.router import Scenario, parse_scenario
+from vlrouter.router.scenario import with_floor
 
 
 @dataclass
@@ -60,7 +61,7 @@ class InputDecoder:
                                code="unsupported_parameter", param=field)
         rid = request.state.request_id
         messages = await self._messages(body.messages)
-        scenario = self._scenario(body.scenario, request)
+        scenario = self._scenario(body.scenario, request, body.min_quality)
         generation = GenerationRequest(
             messages=messages, max_tokens=self._max_tokens(body.max_completion_tokens or body.max_tokens),
             temperature=body.temperature if body.temperature is not None else 0.0,
@@ -79,7 +80,7 @@ class InputDecoder:
             raise RequestError(415, "use multipart/form-data, a urlencoded form or application/json",
                                code="unsupported_media_type")
         rid = request.state.request_id
-        scenario = self._scenario(body.scenario, request)
+        scenario = self._scenario(body.scenario, request, body.min_quality)
         generation = GenerationRequest(messages=[Message("user", [*images, body.text])],
                                        max_tokens=self._max_tokens(body.max_tokens),
                                        temperature=body.temperature or 0.0, request_id=rid)
@@ -130,11 +131,17 @@ class InputDecoder:
             raise RequestError(413, f"the request has {total} characters of text; the limit is {limit} "
                                "(generation.max_prompt_chars)", code="prompt_too_large", param=param)
 
-    def _scenario(self, body_value: Any, request: Request) -> Scenario:
+    def _scenario(self, body_value: Any, request: Request, min_quality: Any = None) -> Scenario:
+        """The body's scenario, else the header's, else the default; then the body's ``min_quality``, else
+        the configured floor of a preset (``routing.min_quality``), else the scenario's own."""
         if body_value is not None:
-            return parse_scenario(body_value)
-        header = request.headers.get("x-vlrouter-scenario")
-        return parse_scenario(header) if header else self.default_scenario
+            scenario = parse_scenario(body_value)
+        else:
+            header = request.headers.get("x-vlrouter-scenario")
+            scenario = parse_scenario(header) if header else self.default_scenario
+        if min_quality is None and scenario.min_quality is None:
+            min_quality = self.settings.routing.min_quality.get(scenario.name)
+        return with_floor(scenario, min_quality)
 
     def _max_tokens(self, value: int | None) -> int:
         gen = self.settings.generation
@@ -154,7 +161,7 @@ class InputDecoder:
                 if isinstance(upload, str):
                     raise RequestError(400, "image must be a file part", code="invalid_image", param="image")
                 uploads.append(await upload.read(limits.max_image_bytes + 1))
-        for key, kind in (("max_tokens", int), ("temperature", float)):
+        for key, kind in (("max_tokens", int), ("temperature", float), ("min_quality", float)):
             if key in fields:
                 try:
                     fields[key] = kind(fields[key])

@@ -24,9 +24,24 @@ def routing_headers(routed: Routed, backend: Backend, attempts: Attempts) -> dic
         "x-vlrouter-threshold": "" if math.isnan(d.threshold) else f"{d.threshold:.4f}",
         "x-vlrouter-scenario": str(routed.query.scenario),
     }
+    if d.explanation:
+        headers.update(why_headers(d.explanation))
     if attempts.fell_back:
         headers["x-vlrouter-fallback-from"] = ",".join(name for name, _ in attempts.failed)
     return headers
+
+
+def why_headers(why: dict) -> dict[str, str]:
+    """The decision's explanation (router.explain) as ``x-vlrouter-*`` headers: quality per tier, margin,
+    floor and its calibration status, and the three features that moved it most."""
+    out = {"x-vlrouter-quality": ",".join(f"{t}={q:.4f}" for t, q in why["quality"].items()),
+           "x-vlrouter-min-quality": f"{why['min_quality']:.4g}",
+           "x-vlrouter-floor-status": why["floor_status"]}
+    if why.get("margin") is not None:
+        out["x-vlrouter-margin"] = f"{why['margin']:.4f}"
+    if why.get("top_features"):
+        out["x-vlrouter-top-features"] = ",".join(f"{f['name']}={f['effect']:+.4f}" for f in why["top_features"])
+    return out
 
 
 def finish_reason(reason: str | None) -> str:
@@ -61,7 +76,8 @@ def infer_response(answer: Answer) -> dict:
     body = InferResponse(
         answer=r.text, tier=backend.tier, backend=backend.name, model=backend.model,
         scenario=query.scenario.as_dict(), policy=plan.decision.policy, scores=plan.decision.scores,
-        threshold=plan.decision.threshold, explore=plan.explore,
+        threshold=plan.decision.threshold, min_quality=plan.decision.floor, why=plan.decision.explanation,
+        explore=plan.explore,
         latency_ms=round(lat.e2e_s * 1000, 3), **lat.as_ms(),
         tokens=TokenCounts(prompt=r.prompt_tokens, completion=r.completion_tokens),
         energy_j=None if energy is None else round(energy.joules, 6),

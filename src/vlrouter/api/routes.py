@@ -127,7 +127,7 @@ async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
 @api.get("/v1/models")
 async def models(request: Request) -> ModelList:
     gw = gateway(request)
-    cards = [ModelCard(id=AUTO_MODEL, owned_by="vlrouter", kind="router")]
+    cards = [ModelCard(id=AUTO_MODEL, owned_by="vlrouter", kind="router", router=gw.router.card())]
     cards += [ModelCard(id=t, owned_by="vlrouter", tier=t, kind="tier") for t in TIERS
               if gw.planner.first_of_tier(t)]
     for name, b in gw.backends.items():

@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from vlrouter.cli.calibrate import cmd_calibrate, store_curves
 from vlrouter.cli.supervise import setup_logging
 from vlrouter.config import ConfigError, Settings, check_model_paths, load_settings
 
@@ -209,38 +210,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     router.save(args.out)
     print(f"trained on {info['n_train']} queries ({info['epochs']} epochs, best {info['best_epoch']}, "
           f"ensemble of {info['ensemble']}, {info['seconds']}s); checkpoint: {args.out}")
+    fits = router.meta["training"]["calibration"]["by_preset"]
     for name, row in router.meta["dev_metrics"].items():
-        print(f"  dev {name:<8} tau={row['tau']:+.3f} edge={row['edge_share']:.1%} quality={row['quality']:.3f} "
-              f"U={row['utility']:.3f}")
-    return 0
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Set one scenario's tau in a checkpoint for an edge-share target or an energy budget."""
-    from vlrouter.eval.evaluate import sweep
-    from vlrouter.router.calibration import InfeasibleBudget, select_threshold
-
-    ds, X, pipeline = _dataset_features(args)
-    router = _trained_router(args, pipeline.spec)
-    curve = sweep(ds, X, router, args.scenario, args.split, points=201)
-    unit = "J" if router.refs.energy_source == "energy" else "USD (cost stands in for energy)"
-    try:
-        best = select_threshold(curve, target_edge_share=args.target_edge_share, energy_budget=args.energy_budget)
-    except InfeasibleBudget as exc:
-        raise ConfigError(f"--energy-budget {args.energy_budget}: no threshold meets it on {args.split} "
-                          f"(lowest mean is {exc.lowest:.4g} {unit})") from exc
-    tau, share, energy, quality = best["tau"], best["edge_share"], best["energy"], best["quality"]
-    thresholds = dict(router.thresholds)
-    old = thresholds[args.scenario]
-    thresholds[args.scenario] = tau
-    router.set_thresholds(thresholds)
-    router.meta.setdefault("calibration", {})[args.scenario] = {
-        "tau": tau, "split": args.split, "edge_share": share, "mean_energy": energy, "quality": quality,
-        "target_edge_share": args.target_edge_share, "energy_budget": args.energy_budget}
-    router.save(args.router)
-    print(f"{args.scenario}: tau {old:.3f} -> {tau:.3f} on {args.split} (n={len(ds.split(args.split))}): "
-          f"edge share {share:.1%}, "
-          f"quality {quality:.3f}, mean energy {energy:.4g} {unit}; saved to {args.router}")
+        fit = fits.get(name, {})
+        floor = (f"floor {fit['floor']:.0%} {fit['status']} (held-out retention {fit['retention']:.1%}, "
+                 f"lower bound {fit['retention_low']:.1%}), " if "floor" in fit else f"tau={row['tau']:+.3f} ")
+        print(f"  {name:<8} {floor}dev: edge {row['edge_share']:.1%} quality {row['quality']:.3f} "
+              f"U {row['utility']:.3f}")
     return 0
 
 
@@ -265,17 +241,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store_curves(args.router, report, str(args.data))
     print(f"stored the floors and curves with the checkpoint ({args.router / 'router.json'}: curve)")
     return 0
-
-
-def store_curves(router_dir: Path, report: dict, data: str) -> None:
-    """Keep the last evaluation's floors and retention-vs-edge-share curves in the checkpoint's router.json."""
-    path = router_dir / "router.json"
-    meta = json.loads(path.read_text())
-    meta["curve"] = {"data": data, "split": report["split"], "n": report["n"], "at": time.time(),
-                     "reference": report["all_cloud_model"], "floors": report["floors"], "curves": report["curves"]}
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------- parsers
@@ -329,11 +294,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "ensemble (default 5; 0 trains one net and calibrates on dev alone)")
     train.set_defaults(func=cmd_train)
 
-    cal = sub.add_parser("calibrate", help="set a scenario's threshold from dev data (edge share or energy budget)",
-                         description="Set one scenario's tau in a checkpoint from dev data: the tau whose edge "
-                                     "share is closest to --target-edge-share, or the best-quality tau whose mean "
-                                     "energy stays within --energy-budget (joules; cost where the data has no "
-                                     "energy).")
+    cal = sub.add_parser("calibrate", help="set a scenario's quality floor, edge share or energy budget",
+                         description="Set one preset's operating point in a checkpoint. --min-quality F: the "
+                                     "floor (share of the strongest model's quality to keep), fitted under risk "
+                                     "control on the checkpoint's held-out predictions (router.risk) and checked "
+                                     "on --split. --target-edge-share / --energy-budget instead pin the tau whose "
+                                     "edge share on --split is closest to the target, or the best-quality tau "
+                                     "whose mean energy stays within the budget (joules; cost where the data has "
+                                     "no energy); a pinned preset ignores its floor until --min-quality is set.")
     _data_args(cal)
     cal.add_argument("--router", type=Path, required=True, help="checkpoint directory (updated in place)")
     cal.add_argument("--scenario", choices=["fast", "quality", "energy"], default="quality")
@@ -341,6 +309,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     goal = cal.add_mutually_exclusive_group(required=True)
     goal.add_argument("--target-edge-share", type=float, help="e.g. 0.8")
     goal.add_argument("--energy-budget", type=float, help="mean joules per query")
+    goal.add_argument("--min-quality", type=float, help="quality floor, e.g. 0.9 (keep >= 90%% of the strongest)")
     cal.set_defaults(func=cmd_calibrate)
 
     ev = sub.add_parser("eval", help="evaluate a router against baselines on the test split",

@@ -63,6 +63,10 @@ class Router(ABC):
         """One line for the start-up log."""
         return self.name
 
+    def card(self) -> dict[str, Any]:
+        """What /v1/models says of the router (trained routers add checkpoint, data and floors)."""
+        return {"policy": self.name, "checkpoint": None, "floors": None}
+
     def threshold(self, scenario: Scenario) -> float:
         return sum(w * t for w, t in zip(scenario.as_tuple(), self.taus, strict=True))
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from vlrouter.router.scenario import PRESETS
+
 
 class InfeasibleBudget(ValueError):
     """No point of the curve keeps its mean energy within the budget; ``lowest`` is the best the curve does."""
@@ -34,3 +38,10 @@ def select_threshold(curve: Sequence[dict], *, target_edge_share: float | None =
     if not feasible:
         raise InfeasibleBudget(energy_budget, min(p["energy"] for p in curve))
     return max(feasible, key=lambda p: (p["quality"], p["edge_share"]))
+
+
+def corner_taus(preset_taus: dict[str, float]) -> np.ndarray:
+    """Per-corner taus t such that w_preset . t = tau_preset for the three presets (how a checkpoint
+    without held-out predictions gives custom weights a tau: linear in w)."""
+    names = ("fast", "quality", "energy")
+    return np.linalg.solve(np.array([PRESETS[n] for n in names]), np.array([preset_taus[n] for n in names]))

@@ -47,3 +47,19 @@ def explain(nets, spec: FeatureSpec, x_std: np.ndarray, cloud: int, edge: int, t
     blocks = {name: round(float(effect[s].sum()), 4) for name, s in spec.slices().items() if s.stop > s.start}
     return {"top_features": [{"name": names[i], "effect": round(float(effect[i]), 4)} for i in order],
             "blocks": blocks}
+
+
+def why(router, x: np.ndarray, pred, *, margin: float, tau: float, floor: float, status: str) -> dict:
+    """What an ``MLPRouter`` decision rested on: predicted quality of each tier's best model, the margin
+    and threshold, the floor and its calibration status (``router.risk``), the quality weight the floor
+    led to, and the features that moved it most."""
+    u, tiers = pred.utility[0], router.tiers
+    best = {t: int(np.where(tiers == t, u, -np.inf).argmax()) for t in ("edge", "cloud") if (tiers == t).any()}
+    out = {"quality": {t: round(float(pred.quality[0, j]), 4) for t, j in best.items()},
+           "models": {t: router.models[j]["name"] for t, j in best.items()},
+           "margin": round(margin, 4) if np.isfinite(margin) else None, "threshold": round(tau, 4),
+           "min_quality": floor, "floor_status": status, "quality_weight": round(float(pred.w[0, 1]), 4)}
+    if len(best) == 2:
+        x_std = (np.asarray(x, np.float32) - router.mean) / router.std
+        out.update(explain(router.nets, router.spec, x_std, best["cloud"], best["edge"]))
+    return out

@@ -43,7 +43,8 @@ import numpy as np
 from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
 from vlrouter.router.base import Decision, Router, RoutingInput
-from vlrouter.router.explain import explain
+from vlrouter.router.calibration import corner_taus
+from vlrouter.router.explain import why
 from vlrouter.router.risk import CalibrationSet, FloorFit
 from vlrouter.router.scenario import FLOORS, PRESETS, Scenario, parse_scenario
 from vlrouter.router.utility import UtilityRefs
@@ -97,16 +98,6 @@ class Prediction:
         return wq * self.quality - ws * self.latency - we * self.energy
 
 
-def preset_matrix() -> np.ndarray:
-    return np.array([PRESETS[name] for name in ("fast", "quality", "energy")])
-
-
-def corner_taus(preset_taus: dict[str, float]) -> np.ndarray:
-    """Per-corner taus t such that w_preset . t = tau_preset for the three presets."""
-    target = np.array([preset_taus[name] for name in ("fast", "quality", "energy")])
-    return np.linalg.solve(preset_matrix(), target)
-
-
 class MLPRouter(Router):
     """The trained scenario-conditioned router (see the module docstring); ``load`` reads a checkpoint."""
 
@@ -129,6 +120,7 @@ class MLPRouter(Router):
         self.thresholds = dict(thresholds or {name: self.default_threshold for name in PRESETS})
         self.meta = meta or {}
         self.calibration = calibration if decision == "utility" else None
+        self.source: str | None = None  # the checkpoint directory it was loaded from
         self._corner = corner_taus(self.thresholds)
 
     @property
@@ -282,22 +274,18 @@ class MLPRouter(Router):
                         model=self.models[idx]["name"], floor=why["min_quality"], explanation=why)
 
     def _why(self, query: RoutingInput, x: np.ndarray, pred: Prediction, margin: float, tau: float) -> dict:
-        """What the decision rested on: quality per tier, margin and threshold, the floor, top features."""
-        u, cloud = pred.utility[0], self.tiers == "cloud"
-        best = {t: int(np.where(self.tiers == t, u, -np.inf).argmax()) for t in ("edge", "cloud")
-                if (self.tiers == t).any()}
         fit = self.floor_fit(query.scenario)
-        why = {"quality": {t: round(float(pred.quality[0, j]), 4) for t, j in best.items()},
-               "margin": round(margin, 4) if np.isfinite(margin) else None,
-               "threshold": round(tau, 4),
-               "min_quality": self.floor_for(query.scenario),
-               "quality_weight": round(float(pred.w[0, 1]), 4),
-               "floor_status": fit.status if fit is not None else
-               ("pinned" if query.scenario.name in self.pinned else "fixed")}
-        if cloud.any() and (~cloud).any():
-            x_std = (np.asarray(x, np.float32) - self.mean) / self.std
-            why.update(explain(self.nets, self.spec, x_std, best["cloud"], best["edge"]))
-        return why
+        status = fit.status if fit is not None else ("pinned" if query.scenario.name in self.pinned else "fixed")
+        return why(self, x, pred, margin=margin, tau=tau, floor=self.floor_for(query.scenario), status=status)
+
+    def card(self) -> dict[str, Any]:
+        """What /v1/models says of the router: checkpoint, training data, floors and thresholds."""
+        training = self.meta.get("training", {})
+        return {"policy": self.name, "checkpoint": self.source, "training_data": training.get("data"),
+                "synthetic": training.get("synthetic", False), "models": [m["name"] for m in self.models],
+                "feature_spec": self.spec.describe(), "floors": self.floors, "thresholds": self.thresholds,
+                "floor_calibration": (self.meta.get("floors") or {}).get("calibration"),
+                "calibrated": (training.get("calibration") or {}).get("by_preset")}
 
     # ------------------------------------------------------------------ checkpoint
     def save(self, path: str | Path) -> Path:
@@ -350,7 +338,9 @@ class MLPRouter(Router):
         cal_meta = (meta.get("floors") or {}).get("calibration")
         calibration = (CalibrationSet.from_tensors({k: v.numpy() for k, v in tensors.items()}, cal_meta,
                                                    [m["tier"] for m in meta["models"]]) if cal_meta else None)
-        return cls(nets, spec=spec, models=meta["models"], mean=tensors["scaler.mean"].numpy(),
-                   std=tensors["scaler.std"].numpy(), refs=UtilityRefs(**meta["utility_refs"]),
-                   thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra,
-                   calibration=calibration)
+        router = cls(nets, spec=spec, models=meta["models"], mean=tensors["scaler.mean"].numpy(),
+                     std=tensors["scaler.std"].numpy(), refs=UtilityRefs(**meta["utility_refs"]),
+                     thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra,
+                     calibration=calibration)
+        router.source = str(path)
+        return router

@@ -61,6 +61,7 @@ class Recorder:
         rec.w_speed, rec.w_quality, rec.w_energy = scenario.as_tuple()
         rec.policy, rec.decided_tier, rec.decided_model, rec.scores = d.policy, d.tier, d.model, dict(d.scores)
         rec.threshold = None if math.isnan(d.threshold) else d.threshold
+        rec.min_quality, rec.explanation = d.floor, d.explanation
         rec.route_ms, rec.stream = round(route_s * 1000, 3), int(stream)
         rec.explore, rec.propensity = int(plan.explore), round(plan.propensity, 6)
         rec.feature_spec_version = self.feature_spec_version
