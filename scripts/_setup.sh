@@ -44,3 +44,11 @@ if [ ! -f models/demo-vlm/config.json ] || [ ! -f models/text-encoder/config.jso
   echo "==> building demo models into models/ (about 30 s)"
   .venv/bin/python scripts/make_demo_models.py --out models
 fi
+
+# The router configs/default.yaml serves: trained on a SYNTHETIC bench, with the demo encoders.
+if [ ! -f models/router-demo/router.json ]; then
+  echo "==> training the demo router on a SYNTHETIC bench with the demo encoders (about a minute)"
+  .venv/bin/python scripts/make_synthetic_bench.py --n 1200 --seed 0 --out .cache/vlrouter/demo-bench
+  .venv/bin/vlrouter train --data .cache/vlrouter/demo-bench --config configs/default.yaml --out models/router-demo.part
+  rm -rf models/router-demo && mv models/router-demo.part models/router-demo
+fi

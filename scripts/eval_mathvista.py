@@ -68,6 +68,36 @@ def aggregate(reports: list[dict]) -> dict:
     return out
 
 
+def aggregate_floors(reports: list[dict]) -> dict:
+    """Per scenario: the floor, mean ± std over seeds of retention, edge share and reductions, the mean of
+    the per-seed 95% interval bounds, and how many seeds held the floor / stayed within noise."""
+    out = {}
+    for scenario, first in reports[0]["floors"].items():
+        runs = [r["floors"][scenario] for r in reports]
+        row = {"floor": first["floor"], "status": sorted({r["status"] or "fixed" for r in runs}),
+               "verdicts": {v: sum(r["verdict"] == v for r in runs) for v in ("held", "within noise", "missed")},
+               "ci95_mean": [round(float(np.mean([r["retention_ci95"][i] for r in runs])), 4) for i in (0, 1)]}
+        for key in ("retention", "edge_share", "cost_reduction"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                row[key], row[key + "_std"] = round(float(np.mean(values)), 4), round(float(np.std(values)), 4)
+        out[scenario] = row
+    return out
+
+
+def format_floors(floors: dict) -> str:
+    lines = [f"{'scenario':<14}{'floor':>7}{'retention':>16}{'95% CI (mean)':>17}{'edge%':>13}{'cost-red%':>14}"
+             "  verdicts (calibration)"]
+    for name, r in floors.items():
+        verdicts = ", ".join(f"{k} {v}" for k, v in r["verdicts"].items() if v)
+        low, high = (100 * v for v in r["ci95_mean"])
+        lines.append(f"{name:<14}{r['floor']:>7.2f}{_pm(r, 'retention', 100, '.1f'):>16}"
+                     f"{f'[{low:.1f}, {high:.1f}]':>17}"
+                     f"{_pm(r, 'edge_share', 100, '.1f'):>13}{_pm(r, 'cost_reduction', 100, '.1f'):>14}"
+                     f"  {verdicts} ({'/'.join(r['status'])})")
+    return "\n".join(lines)
+
+
 def _pm(row: dict, key: str, scale: float = 1.0, fmt: str = ".3f") -> str:
     if key not in row:
         return "-"
@@ -205,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlrouter.eval.evaluate import _metrics, evaluate, lookup_rule, sweep
     from vlrouter.eval.extras import ExtraFeatures
     from vlrouter.eval.featurize import featurize
+    from vlrouter.eval.report import curve_plot
     from vlrouter.features import FeaturePipeline
     from vlrouter.router.scenario import PRESETS
     from vlrouter.router.train import TrainConfig, parse_group_dropout, train_router
@@ -262,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                 curves = [{k: p[k] for k in ("tau", "quality", "cost", "edge_share")} for p in
                           sweep(ds, X, router, "quality-only", "test", weights=scenarios["quality-only"])]
         agg = aggregate(reports)
+        floors = aggregate_floors(reports)
         print("\n" + format_setup(setup, agg, args.seeds, names))
+        print(f"\nfloors ({setup}; retention vs all-cloud {reports[0]['all_cloud_model']}, mean ± std over seeds):\n"
+              + format_floors(floors))
+        curve_plot(reports[0], args.out / f"curve-{setup}.png", scenario="fast",
+                   title=f"MathVista test split, {setup} (REAL outcomes, seed 0): retention vs edge share")
         curve_points = learning_curve(args, ds, X, spec, models, outcomes, runs)
         test, w = ds.split("test"), np.array(scenarios["quality-only"])
         ceiling = {path: float(outcomes.quality[test, lookup_rule(ds, outcomes, test, test, w, path, 1)].mean())
@@ -272,12 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         lines = targets(setup, agg)
         print("\n".join(lines))
         plot(setup, agg, curves, args.out / f"pareto-{setup}.png")
-        summary["setups"][setup] = {"models": names, "scenarios": agg, "targets": lines, "dev_loss_curves": histories,
+        summary["setups"][setup] = {"models": names, "scenarios": agg, "floors": floors,
+                                    "curves_seed0": reports[0]["curves"], "targets": lines,
+                                    "dev_loss_curves": histories,
                                     "group_dropout": [info["group_dropout"] for _, info in runs],
                                     "learning_curve": curve_points, "in_sample_group_ceilings": ceiling,
                                     "tau_sweep_quality_only_seed0": curves}
     (args.out / "mathvista.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\nwrote {args.out / 'mathvista.json'} and pareto plots ({time.perf_counter() - started:.0f}s)")
+    print(f"\nwrote {args.out / 'mathvista.json'}, pareto and curve plots ({time.perf_counter() - started:.0f}s)")
     return 0
 
 

@@ -45,3 +45,31 @@ backends:
     standin_port = int(text.split("on 127.0.0.1:")[1].split(".")[0])
     with pytest.raises(httpx.ConnectError):  # the stand-in went down with the gateway
         httpx.get(f"http://127.0.0.1:{standin_port}/healthz")
+
+
+def test_readme_serve_command_routes_with_the_trained_demo_router(tmp_path):
+    """`scripts/serve` (README's main command) on the embedded defaults answers through the mlp router."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
+    env["VLROUTER_LOG__PATH"] = str(tmp_path / "decisions.db")  # keep the checkout's data/ untouched
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["bash", "scripts/serve", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=300)
+            base = f"http://127.0.0.1:{port}"
+            reply = httpx.post(f"{base}/v1/chat/completions", timeout=120,
+                               json={"model": "vlrouter-auto", "max_tokens": 1,
+                                     "messages": [{"role": "user", "content": "What is in the picture?"}]})
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["x-vlrouter-policy"] == "mlp"
+            assert reply.headers["x-vlrouter-min-quality"] == "0.98"  # the default scenario, quality
+            card = httpx.get(f"{base}/v1/models").json()["data"][0]["router"]
+            assert card["checkpoint"] == "models/router-demo" and card["synthetic"] is True
+            assert card["floors"] == {"fast": 0.9, "quality": 0.98, "energy": 0.9}
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    text = log.read_text()
+    assert "router: mlp (" in text and "SYNTHETIC outcomes" in text and "from models/router-demo" in text

@@ -80,7 +80,8 @@ def route_report(args: argparse.Namespace, images: list, pipeline, scenario, fea
                      "signals": {k: round(float(v), 4) for k, v in zip(SIGNALS, features.signals, strict=True)}},
         "scenario": scenario.as_dict(),
         "decision": {"tier": decision.tier, "policy": decision.policy, "threshold": decision.threshold,
-                     "scores": decision.scores, "reason": decision.reason},
+                     "scores": decision.scores, "reason": decision.reason, "min_quality": decision.floor,
+                     "why": decision.explanation},
         "timing_ms": {k: round(v, 3) for k, v in timings.items()},
         "load_ms": round(ms["load"], 1),
     }
@@ -96,6 +97,13 @@ def print_route_report(report: dict, spec, scenario, decision) -> None:
           f"energy={scenario.energy:.2f})")
     print(f"decision  {decision.tier.upper()} by {decision.policy}: {decision.reason}")
     print("scores    " + " ".join(f"{k}={v:g}" for k, v in decision.scores.items()))
+    if decision.explanation:
+        why = decision.explanation
+        print(f"floor     {why['min_quality']:.0%} ({why['floor_status']}; quality weight "
+              f"{why['quality_weight']:.3f}); predicted quality "
+              + ", ".join(f"{t} {q:.3f}" for t, q in why["quality"].items()))
+        print("why       " + ", ".join(f"{f['name']} {f['effect']:+.4f}" for f in why.get("top_features", []))
+              + "   (gradient x input on the cloud's predicted quality gain)")
     print("timing ms " + " | ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in report["timing_ms"].items())
           + f"   (models loaded in {report['load_ms']:.0f} ms, not included)")
 
@@ -207,6 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 models=ds.model_dicts, config=config,
                                 progress=not args.no_progress)
     router.meta["training"]["data"] = str(source)
+    router.meta["training"]["synthetic"] = ds.has("expected_quality")  # a simulator's outcomes, not real models
     router.save(args.out)
     print(f"trained on {info['n_train']} queries ({info['epochs']} epochs, best {info['best_epoch']}, "
           f"ensemble of {info['ensemble']}, {info['seconds']}s); checkpoint: {args.out}")

@@ -175,6 +175,13 @@ def lookup_rule(ds: RoutingDataset, out: Outcomes, train_idx: np.ndarray, idx: n
     return np.array([best.get(_group_key(ds.queries[i].extra, path), overall) for i in idx])
 
 
+def _cost_bounds(ds: RoutingDataset, out: Outcomes, idx: np.ndarray) -> tuple[float, float]:
+    """Rank Score's cost bounds: the cheapest paid model (free local models score as it) and the dearest."""
+    mean_costs = out.cost[idx].mean(0) if ds.has("cost") else np.array([np.nan])
+    positive = mean_costs[mean_costs > 0]
+    return (float(np.nanmin(positive)) if len(positive) else float("nan")), float(np.nanmax(mean_costs))
+
+
 def _tier_models(pred: Prediction, tiers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The router's best cloud and best edge model per query (by its expected utility)."""
     u = pred.utility
@@ -194,12 +201,10 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
     edge_models = np.where(tiers == "edge")[0]
     all_cloud = int(cloud_models[np.argmax(train_q[cloud_models])]) if len(cloud_models) else int(np.argmax(train_q))
     best_edge = int(edge_models[np.argmax(train_q[edge_models])]) if len(edge_models) else all_cloud
-    mean_costs = out.cost[idx].mean(0) if ds.has("cost") else np.array([np.nan])
-    positive = mean_costs[mean_costs > 0]  # free (local) models: the bound is the cheapest paid model
-    cmin = float(np.nanmin(positive)) if len(positive) else float("nan")
-    cmax = float(np.nanmax(mean_costs))
+    cmin, cmax = _cost_bounds(ds, out, idx)
     base = Baselines(X[train_idx], out.quality[train_idx], router.mean, router.std, router.spec.slices()["signals"])
-    q_knn, q_lin, q_sig = base.knn_quality(X[idx]), base.linear_quality(X[idx]), base.linear_quality(X[idx], True)
+    predicted = {"knn": base.knn_quality(X[idx]), "linear": base.linear_quality(X[idx]),
+                 "signals": base.linear_quality(X[idx], True)}
     rng = np.random.default_rng(seed)
     report = {"split": split, "n": len(idx), "all_cloud_model": ds.model_names[all_cloud],
               "rank_score_cost_bounds": [cmin, cmax], "scenarios": {}, "paired": {}, "floors": {}, "curves": {}}
@@ -215,8 +220,7 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
         report["floors"][name] = floor_report(out, idx, mlp, all_cloud, router.floor_for(scen),
                                               fit.status if fit else None, tiers, has)
         report["curves"][name] = curves(out, idx, tiers, all_cloud, best_edge, router.margins(pred),
-                                        _tier_models(pred, tiers), {"knn": q_knn, "linear": q_lin, "signals": q_sig},
-                                        gains, seed)
+                                        _tier_models(pred, tiers), predicted, gains, seed)
         u = out.utility(w, idx)
         shares = np.bincount(mlp, minlength=len(ds.models)) / len(idx)
         choices = {
@@ -224,9 +228,7 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
             "oracle": np.argmax(u - 1e-9 * out.cost[idx], axis=1),
             "always_edge": np.full(len(idx), best_edge),
             "always_cloud": np.full(len(idx), all_cloud),
-            "knn": _argmax_expected(q_knn, out, train_idx, w),
-            "linear": _argmax_expected(q_lin, out, train_idx, w),
-            "signals": _argmax_expected(q_sig, out, train_idx, w),
+            **{k: _argmax_expected(q, out, train_idx, w) for k, q in predicted.items()},
         }
         if lookup:
             choices["lookup"] = lookup_rule(ds, out, train_idx, idx, w, lookup)

@@ -137,6 +137,8 @@ class MLPRouter(Router):
         taus = "/".join(f"{self.thresholds[k]:.2f}" for k in ("fast", "quality", "energy"))
         floors = "/".join(f"{self.floors[k]:.0%}" for k in ("fast", "quality", "energy"))
         trained = self.meta.get("training", {}).get("data")
+        if trained and self.meta["training"].get("synthetic"):
+            trained += " (SYNTHETIC outcomes)"
         how = "risk-controlled" if self.calibration is not None else "fixed"
         return (f"{self.name} ({len(self.models)} models, ensemble of {len(self.nets)}, decision {self.decision}, "
                 f"floors fast/quality/energy = {floors}, {how} tau = {taus}"

@@ -170,6 +170,19 @@ def floor_taus(router: MLPRouter, preds: dict[str, Prediction], outcomes: Outcom
     return taus, report
 
 
+def _dev_metrics(router: MLPRouter, X: np.ndarray, outcomes: Outcomes, dev_idx: np.ndarray,
+                 scenarios: dict[str, tuple]) -> dict[str, dict]:
+    """Dev figures of each scenario at its chosen operating point."""
+    metrics = {}
+    for name, w in scenarios.items():
+        w_op, tau = router.operating_point_for(name, w)
+        got = outcomes.summary(router.choose(router.predict(X[dev_idx], w_op), tau), dev_idx, np.array(w),
+                               router.tiers)
+        metrics[name] = {"tau": tau, "quality_weight": round(float(w_op[1]), 4),
+                         **{k: round(got[k], 5) for k in ("utility", "quality", "edge_share")}}
+    return metrics
+
+
 def _predictions(router: MLPRouter, X: np.ndarray, scenarios: dict[str, tuple] | None = None) -> dict[str, Prediction]:
     return {name: router.predict(X, np.array(w)) for name, w in (scenarios or PRESETS).items()}
 
@@ -307,13 +320,7 @@ def train_router(X: np.ndarray, outcomes: Outcomes, train_idx: np.ndarray, dev_i
         taus, cal_report = calibrate_taus(router, cal, outcomes, cal_idx, scenarios=scenarios,
                                           se_rule=cfg.tau_se_rule)
     router.set_thresholds(taus)
-    dev_metrics = {}
-    for name, w in scenarios.items():  # dev figures at the chosen operating point
-        w_op, tau = router.operating_point_for(name, w)
-        got = outcomes.summary(router.choose(router.predict(X[dev_idx], w_op), tau), dev_idx, np.array(w),
-                               router.tiers)
-        dev_metrics[name] = {"tau": tau, "quality_weight": round(float(w_op[1]), 4),
-                             **{k: round(got[k], 5) for k in ("utility", "quality", "edge_share")}}
+    dev_metrics = _dev_metrics(router, X, outcomes, dev_idx, scenarios)
     info = {"epochs": len(history), "best_epoch": best_epoch,
             "best_dev_loss": round(history[best_epoch]["dev_loss"], 5),
             "seconds": round(time.perf_counter() - started, 2), "n_train": len(train_idx), "n_dev": len(dev_idx),
