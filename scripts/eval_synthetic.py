@@ -36,6 +36,7 @@ def run_one(path: Path, seed: int, pipeline, args) -> dict:
     from vlrouter.eval.dataset import load_dataset
     from vlrouter.eval.evaluate import evaluate
     from vlrouter.eval.featurize import featurize
+    from vlrouter.eval.floors import retention_at
     from vlrouter.router.train import TrainConfig, train_router
     from vlrouter.router.utility import Outcomes
 
@@ -47,7 +48,11 @@ def run_one(path: Path, seed: int, pipeline, args) -> dict:
                                 models=ds.model_dicts,
                                 config=TrainConfig(seed=seed, **epochs), progress=False)
     report = evaluate(ds, X, router, seed=seed)
+    matched = {sc: {p: round(retention_at(report["curves"][sc][p], f["edge_share"]), 5)
+                    for p in ("knn", "linear", "signals", "random", "oracle")}
+               for sc, f in report["floors"].items()}
     return {"bench": path.name, "seed": seed, "train_seconds": info["seconds"], "n_test": report["n"],
+            "floors": report["floors"], "matched_share_retention": matched,
             "utility": {sc: {p: rows[p]["utility"] for p in ("mlp", *BASELINES)} for sc, rows in
                         report["scenarios"].items()},
             "expected_utility": {sc: {p: rows[p].get("expected_utility") for p in ("mlp", *BASELINES)}
@@ -73,6 +78,24 @@ def pool(runs: list[dict]) -> dict:
                              "per_bench": [g["diff"] for g in gaps]}
             out[scenario][base] = row
     return out
+
+
+def floor_lines(runs: list[dict]) -> str:
+    """Per scenario over the benches: floor, retention (mean, min), edge share, verdicts, and the retention
+    of each baseline ranked at the router's own edge share (mean gap, router minus baseline, +- std)."""
+    lines = ["floors: retention vs all-cloud, mean [min] over benches; baselines at the router's edge share"]
+    for sc in runs[0]["floors"]:
+        f = [r["floors"][sc] for r in runs]
+        ret = [x["retention"] for x in f]
+        verdicts = {v: sum(x["verdict"] == v for x in f) for v in ("held", "within noise", "missed")}
+        gaps = {p: [x["retention"] - r["matched_share_retention"][sc][p] for x, r in zip(f, runs, strict=True)]
+                for p in runs[0]["matched_share_retention"][sc]}
+        lines.append(f"  {sc:<8} floor {f[0]['floor']:.2f}: retention {np.mean(ret):.3f} [{min(ret):.3f}], edge "
+                     f"{np.mean([x['edge_share'] for x in f]):.1%}, " + ", ".join(f"{k} {v}" for k, v in
+                                                                              verdicts.items() if v))
+        lines.append("           mlp - baseline retention at matched share: " + "; ".join(
+            f"{p} {np.mean(g):+.3f}±{np.std(g):.3f}" for p, g in gaps.items()))
+    return "\n".join(lines)
 
 
 def verdict(pooled: dict, kind: str) -> str:
@@ -136,6 +159,7 @@ def main() -> int:
         result["blind_scales"][f"{scale:g}"] = {"runs": runs[scale], "pooled": pooled}
         n_test = sum(r["n_test"] for r in runs[scale])
         print(f"\nSYNTHETIC benches, blind scale {scale:g}: {len(seeds)} benches, {n_test} test queries in all")
+        print(floor_lines(runs[scale]))
         print("mean utility over benches (mlp | " + " | ".join(BASELINES) + "):")
         for scenario in runs[scale][0]["utility"]:
             means = [np.mean([r["utility"][scenario][p] for r in runs[scale]]) for p in ("mlp", *BASELINES)]

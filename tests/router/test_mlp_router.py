@@ -326,6 +326,8 @@ def test_a_request_floor_moves_decisions_monotonically_and_is_explained(trained)
     model = {m["name"]: j for j, m in enumerate(router.models)}
     effect = attribution(router.nets, x_std, model[why["models"]["cloud"]], model[why["models"]["edge"]])
     assert effect.shape == x_std.shape and np.isfinite(effect).all()
+    closed_form = router.attributor(x_std, model[why["models"]["cloud"]], model[why["models"]["edge"]])
+    np.testing.assert_allclose(closed_form, effect, atol=1e-6)  # the request path's formula = autograd
     top = [feature_names(router.spec)[i] for i in np.argsort(-np.abs(effect))[:3]]
     assert top == [f["name"] for f in why["top_features"]]
 

@@ -91,3 +91,9 @@ def group_gain(ds, out, train_idx: np.ndarray, idx: np.ndarray, path: str, ref: 
     overall = float(gain.mean())
     means = {k: float(np.mean(v)) for k, v in groups.items() if len(v) >= min_group}
     return np.array([means.get(key(ds.queries[i].extra, path), overall) for i in idx])
+
+
+def retention_at(curve: list[list[float]], edge_share: float) -> float:
+    """A curve's retention at ``edge_share``, linearly interpolated between its points."""
+    xs, ys = zip(*sorted((p[0], p[1]) for p in curve), strict=True)
+    return float(np.interp(edge_share, xs, ys))

@@ -44,7 +44,7 @@ from vlrouter._torch_compat import import_torch
 from vlrouter.features.spec import FeatureSpec
 from vlrouter.router.base import Decision, Router, RoutingInput
 from vlrouter.router.calibration import corner_taus
-from vlrouter.router.explain import why
+from vlrouter.router.explain import Attributor, why
 from vlrouter.router.risk import CalibrationSet, FloorFit
 from vlrouter.router.scenario import FLOORS, PRESETS, Scenario, parse_scenario
 from vlrouter.router.utility import UtilityRefs
@@ -111,6 +111,7 @@ class MLPRouter(Router):
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
         self.nets = [n.eval() for n in (nets if isinstance(nets, list | tuple) else [nets])]
+        self.attributor = Attributor(self.nets)  # why this tier (router.explain)
         self.spec = spec
         self.models = models
         self.tiers = np.array([m["tier"] for m in models])

@@ -89,7 +89,10 @@ class CalibrationSet:
     delta: float = DELTA
 
     def __post_init__(self):
+        if len(self.quality) < 2:
+            raise ValueError("a calibration set needs at least 2 held-out queries")
         self._walks: OrderedDict[tuple, dict] = OrderedDict()  # rounded w -> its walk (floors are free)
+        self._fits: dict[tuple, FloorFit] = {}  # (rounded w, floor) -> the fit: the request path's lookup
 
     @classmethod
     def build(cls, pred, quality, latency, energy, tiers, *, certified: bool = True) -> CalibrationSet:
@@ -123,23 +126,28 @@ class CalibrationSet:
         rows, q_ref = np.arange(len(cost)), self.quality[:, self.ref]
         lams = self.lambdas(w[1])
         z = NormalDist().inv_cdf(1 - self.delta)
-        out = {"lam": lams, "retention": [], "low": [], "edge": [], "lat": [], "energy": []}
-        ref_lat, ref_e = float(self.latency[:, self.ref].mean()), float(self.energy[:, self.ref].mean())
-        for lam in lams:
-            chosen = (lam * self.q_pred - cost).argmax(1)
-            r, se = ratio_se(self.quality[rows, chosen], q_ref)
-            low = r - z * se
-            out["retention"].append(r)
-            out["low"].append(low if np.isfinite(low) else -np.inf)
-            out["edge"].append(float((self.tiers[chosen] == "edge").mean()))
-            out["lat"].append(1 - self.latency[rows, chosen].mean() / ref_lat if ref_lat > 0 else np.nan)
-            out["energy"].append(1 - self.energy[rows, chosen].mean() / ref_e if ref_e > 0 else np.nan)
-        return {k: np.asarray(v, np.float64) for k, v in out.items()}
+        # every lambda at once: (lambdas, queries) model choices
+        chosen = (lams[:, None, None] * self.q_pred[None] - cost[None]).argmax(2)
+        q = self.quality[rows, chosen]  # (lambdas, queries)
+        n, mu = len(rows), max(float(q_ref.mean()), 1e-12)
+        retention = q.mean(1) / mu
+        se = (q - retention[:, None] * q_ref).std(1, ddof=1) / math.sqrt(n) / mu
+        low = np.nan_to_num(retention - z * se, nan=-np.inf)
+
+        def reduction(matrix: np.ndarray) -> np.ndarray:
+            ref = float(matrix[:, self.ref].mean())
+            return 1 - matrix[rows, chosen].mean(1) / ref if ref > 0 else np.full(len(lams), np.nan)
+
+        return {"lam": lams, "retention": retention, "low": low, "edge": (self.tiers[chosen] == "edge").mean(1),
+                "lat": reduction(self.latency), "energy": reduction(self.energy)}
 
     def fit(self, w, floor: float) -> FloorFit:
         """The risk-controlled operating point for weights ``w`` (speed, quality, energy) and ``floor``."""
         w = np.asarray(w, np.float64)
-        key = tuple(np.round(w, 4).tolist())
+        key = tuple(round(float(v), 4) for v in w)
+        hit = self._fits.get((key, floor))
+        if hit is not None:
+            return hit
         walk = self._walks.get(key)
         if walk is None:
             walk = self._walk(w)
@@ -160,10 +168,14 @@ class CalibrationSet:
         lam = float(walk["lam"][j])
         total = w[0] + lam + w[2]
         weights = (float(w[0] / total), lam / total, float(w[2] / total))
-        return FloorFit(weights=weights, floor=float(floor), status=status, edge_share=float(walk["edge"][j]),
-                        retention=float(walk["retention"][j]), retention_low=float(walk["low"][j]),
-                        latency_reduction=float(walk["lat"][j]), energy_reduction=float(walk["energy"][j]),
-                        n=len(self.quality))
+        fit = FloorFit(weights=weights, floor=float(floor), status=status, edge_share=float(walk["edge"][j]),
+                       retention=float(walk["retention"][j]), retention_low=float(walk["low"][j]),
+                       latency_reduction=float(walk["lat"][j]), energy_reduction=float(walk["energy"][j]),
+                       n=len(self.quality))
+        if len(self._fits) >= 4096:
+            self._fits.clear()
+        self._fits[(key, floor)] = fit
+        return fit
 
 
 def ratio_se(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
