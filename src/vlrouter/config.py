@@ -187,8 +187,18 @@ class FeaturesConfig(_Strict):
 
 class LogConfig(_Strict):
     enabled: bool = True
-    path: Path = Path("data/decisions.db")
+    url: str | None = Field(None, description=(
+        "sqlite:///PATH or postgresql://user:password@host/db (replicas sharing one log); unset: SQLite at path"))
+    path: Path = Field(Path("data/decisions.db"), description=(
+        "the SQLite file when url is unset; with PostgreSQL, logged images go to its -images folder"))
     log_content: bool = Field(False, description="store prompt text so rows can become training data")
+    max_pending: int = Field(50_000, ge=1, description=(
+        "rows buffered while the database is unreachable; beyond it rows are dropped and counted in /metrics"))
+
+    @property
+    def location(self) -> str | Path:
+        """Where the log is: ``url`` when set, else the SQLite file ``path``."""
+        return self.url or self.path
 
 
 class EnergyConfig(_Strict):

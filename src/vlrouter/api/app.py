@@ -25,7 +25,7 @@ from vlrouter.features import FeaturePipeline
 from vlrouter.meters.energy import EnergyLedger, build_ledger
 from vlrouter.router import Router, parse_scenario, router_from_settings
 from vlrouter.router.planner import BackendRef, Planner
-from vlrouter.telemetry.decision_log import DecisionLog
+from vlrouter.telemetry.decision_log import DecisionLog, images_dir
 from vlrouter.telemetry.metrics import Metrics
 from vlrouter.telemetry.recorder import Recorder
 
@@ -52,6 +52,8 @@ def build_gateway(settings: Settings, backends: dict[str, Backend], router: Rout
                       explore=routing.explore, rng=random.Random(routing.explore_seed))
     breakers = {name: CircuitBreaker(settings.backends[name].circuit) for name in backends}
     admissions = {name: Admission(settings.backends[name].admission, name) for name in backends}
+    if decision_log is not None:
+        decision_log.bind(metrics.registry)
     recorder = Recorder(metrics, decision_log, feature_spec_version=features.spec.version if features else None)
     http = httpx.AsyncClient()
     decoder = InputDecoder(settings, http, parse_scenario(routing.default_scenario))
@@ -59,6 +61,15 @@ def build_gateway(settings: Settings, backends: dict[str, Backend], router: Rout
     return Gateway(settings=settings, backends=backends, router=router, planner=planner,
                    dispatcher=Dispatcher(backends, breakers, admissions), recorder=recorder, decoder=decoder, http=http,
                    features=features, standins=standins, energy=energy, cascade_band=band)
+
+
+def open_decision_log(settings: Settings) -> DecisionLog | None:
+    """The configured decision log (SQLite file or PostgreSQL), or None when it is disabled."""
+    cfg = settings.log
+    if not cfg.enabled:
+        return None
+    return DecisionLog(cfg.location, log_content=cfg.log_content, max_pending=cfg.max_pending,
+                       images=images_dir(cfg.path))
 
 
 def load_router(settings: Settings, features: FeaturePipeline | None) -> Router:
@@ -95,8 +106,7 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
         backends = {name: build_backend(name, cfg, standin=name in standins, energy=energy)
                     for name, cfg in settings.backends.items()}
         features = None
-        decision_log = DecisionLog(settings.log.path, log_content=settings.log.log_content) \
-            if settings.log.enabled else None
+        decision_log = open_decision_log(settings)
         try:
             # One after the other: first imports of transformers' lazy modules and open_clip's
             # registry are not safe to run concurrently from two threads.
@@ -121,7 +131,7 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
                 await app.state.gateway.http.aclose()
             if decision_log is not None:  # in-flight requests are done: flush every pending row
                 await asyncio.to_thread(decision_log.close)
-                log.info("decision log: %d rows written to %s", decision_log.written, settings.log.path)
+                log.info("decision log: %d rows written to %s", decision_log.written, decision_log.store.describe())
 
     app = FastAPI(title="vlrouter", version=__version__, lifespan=lifespan,
                   description="Edge-cloud routing gateway for vision-language models (OpenAI-compatible).")
