@@ -187,7 +187,7 @@ class FeaturesConfig(_Strict):
 
 class LogConfig(_Strict):
     enabled: bool = True
-    url: str | None = Field(None, description=(
+    url: SecretStr | None = Field(None, description=(
         "sqlite:///PATH or postgresql://user:password@host/db (replicas sharing one log); unset: SQLite at path"))
     path: Path = Field(Path("data/decisions.db"), description=(
         "the SQLite file when url is unset; with PostgreSQL, logged images go to its -images folder"))
@@ -198,7 +198,7 @@ class LogConfig(_Strict):
     @property
     def location(self) -> str | Path:
         """Where the log is: ``url`` when set, else the SQLite file ``path``."""
-        return self.url or self.path
+        return self.url.get_secret_value() if self.url else self.path
 
 
 class EnergyConfig(_Strict):
