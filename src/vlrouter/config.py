@@ -187,18 +187,15 @@ class FeaturesConfig(_Strict):
 
 class LogConfig(_Strict):
     enabled: bool = True
-    url: SecretStr | None = Field(None, description=(
-        "sqlite:///PATH or postgresql://user:password@host/db (replicas sharing one log); unset: SQLite at path"))
-    path: Path = Field(Path("data/decisions.db"), description=(
-        "the SQLite file when url is unset; with PostgreSQL, logged images go to its -images folder"))
+    url: SecretStr | None = Field(None, description="sqlite:///PATH or postgresql://user:pw@host/db; unset: path")
+    path: Path = Path("data/decisions.db")  # the SQLite file; with PostgreSQL, its -images folder holds images
     log_content: bool = Field(False, description="store prompt text so rows can become training data")
-    max_pending: int = Field(50_000, ge=1, description=(
-        "rows buffered while the database is unreachable; beyond it rows are dropped and counted in /metrics"))
+    max_pending: int = Field(50_000, ge=1, description="rows buffered while the database is down; then dropped")
 
-    @property
-    def location(self) -> str | Path:
-        """Where the log is: ``url`` when set, else the SQLite file ``path``."""
-        return self.url.get_secret_value() if self.url else self.path
+
+class TelemetryConfig(_Strict):
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP collector (spans to its /v1/traces); unset: off")
+    service_name: str = "vlrouter"
 
 
 class EnergyConfig(_Strict):
@@ -256,6 +253,7 @@ class Settings(BaseSettings):
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     log: LogConfig = Field(default_factory=LogConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None

@@ -12,13 +12,13 @@ from vlrouter.config import ConfigError, load_settings
 
 def cmd_log(args: argparse.Namespace) -> int:
     """Export the log's rows (JSON lines or Parquet) or print a summary of them."""
-    from vlrouter.telemetry.decision_log import read_rows
+    from vlrouter.telemetry.decision_log import log_location, read_rows
     from vlrouter.telemetry.log_tools import export_rows, format_stats, parse_time, stats
     from vlrouter.telemetry.store_postgres import redact
 
     path = args.db
     if path is None:
-        path = load_settings(args.config).log.location
+        path = log_location(load_settings(args.config).log)
     try:
         since, until = parse_time(args.since), parse_time(args.until)
         rows = read_rows(path, since=since, until=until)

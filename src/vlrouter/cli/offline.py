@@ -148,10 +148,11 @@ def _log_dataset(args: argparse.Namespace):
     from vlrouter.eval.dataset import DatasetError, import_decision_log
     from vlrouter.eval.featurize import featurize
     from vlrouter.features import FeaturePipeline
+    from vlrouter.telemetry.decision_log import log_location
     from vlrouter.telemetry.store_postgres import redact
 
     settings = _feature_settings(args.config, "a router needs query features")
-    path = args.from_log if args.from_log != "-" else settings.log.location
+    path = args.from_log if args.from_log != "-" else log_location(settings.log)
     shown = redact(str(path))  # a PostgreSQL URL may carry a password
     try:
         ds = import_decision_log(path, seed=args.seed, min_rows=10)

@@ -31,7 +31,7 @@ from vlrouter.telemetry.record import COLUMNS, JSON_COLUMNS, DecisionRecord, ima
 from vlrouter.telemetry.store_sqlite import SQLiteStore
 from vlrouter.telemetry.store_sqlite import images_dir as _sqlite_images
 
-__all__ = ["COLUMNS", "DecisionLog", "image_name", "images_dir", "open_store", "read_rows"]
+__all__ = ["COLUMNS", "DecisionLog", "image_name", "images_dir", "log_location", "open_store", "read_rows"]
 log = logging.getLogger(__name__)
 
 FLUSH_S = 0.05  # how long a row may wait in memory before it is written
@@ -64,6 +64,11 @@ def open_store(location: str | Path, *, images: Path | None = None):
     if isinstance(location, str) and "://" in location and not location.startswith("sqlite://"):
         raise ValueError(f"log.url {location.split('://', 1)[0]}://...: use sqlite:///PATH or postgresql://...")
     return SQLiteStore(_sqlite_path(location))
+
+
+def log_location(cfg) -> str | Path:
+    """Where the configured log (``settings.log``) is: ``url`` when set, else the SQLite file ``path``."""
+    return cfg.url.get_secret_value() if cfg.url else cfg.path
 
 
 def images_dir(location: str | Path) -> Path:
