@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -156,3 +157,35 @@ def test_unknown_scheme_and_missing_log_are_clear_errors(tmp_path):
         DecisionLog("mysql://x@h/db")
     with pytest.raises(FileNotFoundError):
         read_rows(tmp_path / "nothing.db")
+
+
+def test_export_and_training_data_read_either_store(location, tmp_path):
+    from vlrouter.cli import main
+    from vlrouter.eval.dataset import import_decision_log
+
+    log = DecisionLog(location, log_content=True)
+    for i in range(12):
+        rec = record(i, tier="edge" if i % 2 else "cloud", backend="edge" if i % 2 else "cloud")
+        rec.content = {"messages": [{"role": "user", "text": f"question {i}", "images": []}]}
+        log.record(rec)
+        log.add_feedback(rec.request_id, i / 11)
+    log.close()
+    ds = import_decision_log(location, min_rows=10)  # what `vlrouter train --from-log` reads
+    assert len(ds.queries) == 12 and [m.name for m in ds.models] == ["cloud", "edge"]
+    assert ds.quality[3, 1] == 3 / 11 and ds.queries[3].text == "question 3"
+    out = tmp_path / "rows.jsonl"
+    assert main(["log", "export", "--db", str(location), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 12
+    assert main(["log", "stats", "--db", "mysql://h/db"]) == 2  # a clear error, not a traceback
+
+
+def test_locations_and_redaction():
+    from vlrouter.telemetry.decision_log import open_store
+    from vlrouter.telemetry.store_postgres import redact
+
+    assert open_store("sqlite:///data/x.db").path == Path("data/x.db")
+    assert open_store("sqlite:////var/lib/x.db").path == Path("/var/lib/x.db")
+    assert open_store(Path("plain.db")).path == Path("plain.db")
+    assert redact("postgresql://vl:s3cr@t@db:5432/log") == "postgresql://vl:***@db:5432/log"
+    assert redact("postgresql://vl@db/log") == "postgresql://vl@db/log"
+    assert open_store("postgres://vl:pw@db/log").describe() == "postgres://vl:***@db/log"

@@ -27,7 +27,7 @@ except ImportError:  # the extra is optional: SQLite needs nothing
     psycopg = None
 
 _MIGRATION_LOCK = 0x766C726F  # pg_advisory_xact_lock key ("vlro")
-_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*@")
+_PASSWORD = re.compile(r"(://[^:/@]+:)[^/]*@")  # up to the last @ before the path
 
 
 def redact(url: str) -> str:
