@@ -16,10 +16,10 @@ from vlrouter.telemetry.record import COLUMNS, DecisionRecord
 
 
 def record(i: int, **extra) -> DecisionRecord:
-    return DecisionRecord(request_id=f"req-{i}", endpoint="chat", tier="edge", backend="edge", status=200,
-                          scores={"margin": 0.25, "cloud": 0.5 + i}, explanation={"why": ["short"]},
-                          prompt_tokens=3, completion_tokens=1, energy_j=0.5, energy_source="estimate",
-                          e2e_ms=10.0 + i, **extra)
+    values = {"request_id": f"req-{i}", "endpoint": "chat", "tier": "edge", "backend": "edge", "status": 200,
+              "scores": {"margin": 0.25, "cloud": 0.5 + i}, "explanation": {"why": ["short"]}, "prompt_tokens": 3,
+              "completion_tokens": 1, "energy_j": 0.5, "energy_source": "estimate", "e2e_ms": 10.0 + i}
+    return DecisionRecord(**{**values, **extra})
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
