@@ -40,6 +40,15 @@ if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command 
     || echo "    could not install docker-compose; its tests will be skipped"
 fi
 
+# PostgreSQL (Debian) for the decision-log tests on a real server (tests/telemetry/postgres.py starts
+# a throwaway one on loopback); without root they are skipped with the reason.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing postgresql (Debian package) for the decision-log tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
+    || echo "    could not install postgresql; its tests will be skipped"
+fi
+
 if [ ! -f models/demo-vlm/config.json ] || [ ! -f models/text-encoder/config.json ] || [ ! -f models/siglip-tiny/open_clip_config.json ]; then
   echo "==> building demo models into models/ (about 30 s)"
   .venv/bin/python scripts/make_demo_models.py --out models

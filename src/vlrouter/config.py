@@ -4,7 +4,7 @@ Sources, highest priority first: explicit overrides (CLI flags), environment var
 ``VLROUTER_*`` (nested fields with ``__``, e.g. ``VLROUTER_SERVER__PORT=9000``), then the YAML file
 (``configs/default.yaml`` unless ``--config PATH``). Relative model paths are resolved against the
 current working directory. ``load_settings`` turns a validation failure into ``ConfigError`` whose
-message names every bad field; ``check_model_paths`` checks that the local models it names exist.
+message names every bad field; ``cli.preflight.check_model_paths`` checks that the local models it names exist.
 """
 
 from __future__ import annotations
@@ -187,8 +187,15 @@ class FeaturesConfig(_Strict):
 
 class LogConfig(_Strict):
     enabled: bool = True
-    path: Path = Path("data/decisions.db")
+    url: SecretStr | None = Field(None, description="sqlite:///PATH or postgresql://user:pw@host/db; unset: path")
+    path: Path = Path("data/decisions.db")  # the SQLite file; with PostgreSQL, its -images folder holds images
     log_content: bool = Field(False, description="store prompt text so rows can become training data")
+    max_pending: int = Field(50_000, ge=1, description="rows buffered while the database is down; then dropped")
+
+
+class TelemetryConfig(_Strict):
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP collector (spans to its /v1/traces); unset: off")
+    service_name: str = "vlrouter"
 
 
 class EnergyConfig(_Strict):
@@ -250,6 +257,7 @@ class Settings(BaseSettings):
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     log: LogConfig = Field(default_factory=LogConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None
@@ -317,31 +325,3 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_format_errors(exc, str(path) if path else "environment")) from exc
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read configuration {path}: {exc}") from exc
-
-
-_BUILD_DEMO = "(build the demo models: python scripts/make_demo_models.py)"
-
-
-def check_model_paths(settings: Settings, *, backends: bool = True) -> None:
-    """Raise ``ConfigError`` naming every local model folder (and router checkpoint) that is missing.
-
-    With ``backends=False`` only the feature encoders are checked (the offline commands call no backend).
-    """
-    problems = []
-    for name, b in settings.backends.items() if backends else ():
-        path = b.model_path if isinstance(b, LocalBackendConfig) else (
-            b.standin_model if isinstance(b, OpenAIBackendConfig) and not b.base_url else None)
-        if path is not None and not (Path(path) / "config.json").is_file():
-            field = "model_path" if isinstance(b, LocalBackendConfig) else "standin_model"
-            problems.append(f"  backends.{name}.{field}: no model at {path} {_BUILD_DEMO}")
-    if settings.features.enabled:
-        for field in ("image_encoder", "text_encoder"):
-            enc = getattr(settings.features, field)
-            if enc is not None and not Path(enc.path).exists():
-                problems.append(f"  features.{field}.path: no model at {enc.path} {_BUILD_DEMO}")
-    ckpt = settings.routing.checkpoint
-    if backends and ckpt is not None and not (Path(ckpt) / "router.json").is_file():
-        problems.append(f"  routing.checkpoint: no router at {ckpt} (scripts/serve builds models/router-demo; or "
-                        "train one: vlrouter train --data DIR --out PATH; or set routing.policy: complexity-rule)")
-    if problems:
-        raise ConfigError("invalid configuration:\n" + "\n".join(problems))

@@ -25,9 +25,10 @@ from vlrouter.features import FeaturePipeline
 from vlrouter.meters.energy import EnergyLedger, build_ledger
 from vlrouter.router import Router, parse_scenario, router_from_settings
 from vlrouter.router.planner import BackendRef, Planner
-from vlrouter.telemetry.decision_log import DecisionLog
+from vlrouter.telemetry.decision_log import DecisionLog, images_dir, log_location
 from vlrouter.telemetry.metrics import Metrics
 from vlrouter.telemetry.recorder import Recorder
+from vlrouter.telemetry.tracing import Tracing, TracingMiddleware
 
 log = logging.getLogger("vlrouter")
 
@@ -45,20 +46,41 @@ def build_energy(settings: Settings) -> EnergyLedger | None:
 
 def build_gateway(settings: Settings, backends: dict[str, Backend], router: Router, *, metrics: Metrics,
                   features: FeaturePipeline | None = None, decision_log: DecisionLog | None = None,
-                  standins: frozenset[str] = frozenset(), energy: EnergyLedger | None = None) -> Gateway:
+                  standins: frozenset[str] = frozenset(), energy: EnergyLedger | None = None,
+                  tracing: Tracing | None = None) -> Gateway:
     """Wire the serving objects around started backends and a router."""
     routing = settings.routing
     planner = Planner([BackendRef(n, b.tier, b.model) for n, b in backends.items()], fallback=routing.fallback,
                       explore=routing.explore, rng=random.Random(routing.explore_seed))
     breakers = {name: CircuitBreaker(settings.backends[name].circuit) for name in backends}
     admissions = {name: Admission(settings.backends[name].admission, name) for name in backends}
+    if decision_log is not None:
+        decision_log.bind(metrics.registry)
     recorder = Recorder(metrics, decision_log, feature_spec_version=features.spec.version if features else None)
     http = httpx.AsyncClient()
     decoder = InputDecoder(settings, http, parse_scenario(routing.default_scenario))
     band = routing.cascade_band if routing.cascade_band is not None else router.cascade_band
     return Gateway(settings=settings, backends=backends, router=router, planner=planner,
                    dispatcher=Dispatcher(backends, breakers, admissions), recorder=recorder, decoder=decoder, http=http,
-                   features=features, standins=standins, energy=energy, cascade_band=band)
+                   features=features, standins=standins, energy=energy, cascade_band=band, tracing=tracing)
+
+
+def open_decision_log(settings: Settings) -> DecisionLog | None:
+    """The configured decision log (SQLite file or PostgreSQL), or None when it is disabled."""
+    cfg = settings.log
+    if not cfg.enabled:
+        return None
+    return DecisionLog(log_location(cfg), log_content=cfg.log_content, max_pending=cfg.max_pending,
+                       images=images_dir(cfg.path))
+
+
+def trace_backends(tracing: Tracing, backends: dict[str, Backend], features: FeaturePipeline | None) -> None:
+    """Spans per encoder, and ``traceparent`` on every request to an OpenAI-compatible backend."""
+    if features is not None:
+        features.tracing = tracing
+    for backend in backends.values():
+        if backend.kind == "openai":  # backends.openai_http.OpenAIBackend
+            backend.trace_context = tracing.headers
 
 
 def load_router(settings: Settings, features: FeaturePipeline | None) -> Router:
@@ -87,8 +109,11 @@ def _declare_chat_body(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> FastAPI:
-    """The gateway app for ``settings``; ``standins`` names backends served by a local stand-in."""
+def build_app(settings: Settings, *, standins: frozenset[str] = frozenset(), tracing: Tracing | None = None
+              ) -> FastAPI:
+    """The gateway app for ``settings``; ``standins`` names backends served by a local stand-in;
+    ``tracing`` replaces the one ``telemetry.otlp_endpoint`` configures (tests pass an in-memory one)."""
+    tracing = tracing or Tracing.from_settings(settings.telemetry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -96,8 +121,7 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
         backends = {name: build_backend(name, cfg, standin=name in standins, energy=energy)
                     for name, cfg in settings.backends.items()}
         features = None
-        decision_log = DecisionLog(settings.log.path, log_content=settings.log.log_content) \
-            if settings.log.enabled else None
+        decision_log = open_decision_log(settings)
         try:
             # One after the other: first imports of transformers' lazy modules and open_clip's
             # registry are not safe to run concurrently from two threads.
@@ -107,9 +131,11 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
             if settings.features.enabled:
                 features = await asyncio.to_thread(FeaturePipeline, settings.features, metrics)
                 log.info("features: %s", features.spec.describe())
+            if tracing is not None:
+                trace_backends(tracing, backends, features)
             app.state.gateway = build_gateway(settings, backends, load_router(settings, features), metrics=metrics,
                                               features=features, decision_log=decision_log, standins=standins,
-                                              energy=energy)
+                                              energy=energy, tracing=tracing)
             for name, b in backends.items():
                 label = " (LOCAL STAND-IN for the cloud tier)" if name in standins else ""
                 log.info("backend %s: tier=%s kind=%s model=%s%s", name, b.tier, b.kind, b.model, label)
@@ -122,7 +148,9 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
                 await app.state.gateway.http.aclose()
             if decision_log is not None:  # in-flight requests are done: flush every pending row
                 await asyncio.to_thread(decision_log.close)
-                log.info("decision log: %d rows written to %s", decision_log.written, settings.log.path)
+                log.info("decision log: %d rows written to %s", decision_log.written, decision_log.store.describe())
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(title="vlrouter", version=__version__, lifespan=lifespan,
                   description="Edge-cloud routing gateway for vision-language models (OpenAI-compatible).")
@@ -133,6 +161,8 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset()) -> 
     if limits.requests_per_minute or limits.tokens_per_minute:  # inside the log: a 429 is logged too
         app.add_middleware(RateLimitMiddleware, limiter=RateLimiter(limits))
     app.add_middleware(DecisionLogMiddleware)
+    if tracing is not None:  # outside the log: its span sees the final status and the closed record
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(open_routes)
     app.include_router(api)

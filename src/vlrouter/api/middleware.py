@@ -125,12 +125,13 @@ class DecisionLogMiddleware:
             raise
         finally:
             if status >= 400 and error_code is None:
-                error_code = _error_code(b"".join(error_body))
+                error_code = error_code_of(b"".join(error_body))
             gateway.recorder.close(rec, status=status, e2e_ms=round((time.perf_counter() - started) * 1000, 3),
                                    error_code=error_code)
 
 
-def _error_code(body: bytes) -> str | None:
+def error_code_of(body: bytes) -> str | None:
+    """The ``error.code`` of an OpenAI-style error body."""
     try:
         return json.loads(body)["error"]["code"]
     except (ValueError, KeyError, TypeError):

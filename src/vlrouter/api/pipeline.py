@@ -29,6 +29,7 @@ from vlrouter.router.cascade import settled
 from vlrouter.router.planner import AUTO_MODEL, Plan, Planner
 from vlrouter.telemetry.record import DecisionRecord
 from vlrouter.telemetry.recorder import Recorder
+from vlrouter.telemetry.tracing import NULL_SPAN, Tracing
 
 log = logging.getLogger("vlrouter.gateway")
 
@@ -49,6 +50,7 @@ class Gateway:
     standins: frozenset[str] = frozenset()
     energy: EnergyLedger | None = None  # this process' meter (the local backends measure with it)
     cascade_band: float = 0.0  # routing.cascade_band, or the checkpoint's (router.cascade); 0: off
+    tracing: Tracing | None = None  # telemetry.otlp_endpoint set: spans per request (telemetry.tracing)
 
     def energy_of(self, backend: Backend, result: Generation) -> EnergyReading | None:
         """What the backend measured (or a remote vlrouter reported), else a per-token estimate for
@@ -99,10 +101,11 @@ class Pipeline:
         """Features and router for ``vlrouter-auto``, else the forced backend; recorded as planned."""
         started = time.perf_counter()
         gw = self.gw
-        if query.model == AUTO_MODEL:
-            plan = gw.planner.routed(await self.decide(query))
-        else:
-            plan = gw.planner.forced(query.model)
+        with NULL_SPAN if gw.tracing is None else gw.tracing.span("route", **{"vlrouter.model": query.model}):
+            if query.model == AUTO_MODEL:
+                plan = gw.planner.routed(await self.decide(query))
+            else:
+                plan = gw.planner.forced(query.model)
         routed = Routed(query, plan, time.perf_counter() - started)
         gw.recorder.planned(self.rec, model=query.model, scenario=query.scenario, plan=plan,
                             route_s=routed.route_s, stream=query.stream, messages=query.messages)
@@ -136,7 +139,12 @@ class Pipeline:
         """Route, generate (with fallback down the chain) and record one non-streamed request."""
         try:
             routed = await self.route(query)
-            result, backend, attempts = await self.gw.dispatcher.generate(list(routed.plan.chain), query.generation)
+            gw = self.gw
+            if gw.tracing is None or not routed.plan.chain:
+                result, backend, attempts = await gw.dispatcher.generate(list(routed.plan.chain), query.generation)
+            else:
+                (result, backend, attempts), span = await self._traced(routed, gw.dispatcher.generate)
+                gw.tracing.end_backend(span, backend, result, _since(query, result.first_token_at))
         except Exception as exc:
             raise self.failed(exc, query) from exc
         latency, energy = self.account(routed, backend, 200, result, attempts)
@@ -144,13 +152,31 @@ class Pipeline:
 
     async def open_stream(self, query: Query) -> Relay:
         """Route and open a stream that has produced its first delta (fallback happens before it)."""
+        span = None
         try:
             routed = await self.route(query)
-            backend, stream, attempts = await self.gw.dispatcher.open_stream(list(routed.plan.chain),
-                                                                             query.generation)
+            gw = self.gw
+            if gw.tracing is None or not routed.plan.chain:
+                backend, stream, attempts = await gw.dispatcher.open_stream(list(routed.plan.chain),
+                                                                            query.generation)
+            else:  # the span stays open until the stream is closed (Relay.close)
+                (backend, stream, attempts), span = await self._traced(routed, gw.dispatcher.open_stream)
         except Exception as exc:
             raise self.failed(exc, query) from exc
-        return Relay(self, routed, backend, stream, attempts)
+        return Relay(self, routed, backend, stream, attempts, span=span)
+
+    async def _traced(self, routed: Routed, call) -> tuple[tuple, object]:
+        """``call(chain, request)`` (the dispatcher's generate or open_stream) inside the backend span,
+        which is current meanwhile, so OpenAI-compatible backends receive its ``traceparent``."""
+        tracing, query = self.gw.tracing, routed.query
+        span, token = tracing.start_backend(self.gw.backends[routed.plan.chain[0]], query.generation.max_tokens)
+        try:
+            return await call(list(routed.plan.chain), query.generation), span
+        except Exception as exc:
+            tracing.end_backend(span, None, None, None, exc)
+            raise
+        finally:
+            tracing.detach(token)
 
     def failed(self, exc: BaseException, query: Query | None) -> VLRouterError:
         """Account for a request that ends in an error before any backend answered."""
@@ -177,6 +203,11 @@ class Pipeline:
         return latency, energy
 
 
+def _since(query: Query, at: float | None) -> float | None:
+    """Seconds from the request's arrival to ``at`` (a perf_counter time), e.g. the time to first token."""
+    return None if at is None else at - query.started
+
+
 @dataclass
 class Relay:
     """A stream committed to one backend: iterate for text, then ``close`` once to record it."""
@@ -189,6 +220,7 @@ class Relay:
     final: StreamDelta = field(default_factory=StreamDelta)
     first_token_at: float | None = None
     closed: bool = False
+    span: object | None = None  # the backend call's trace span, ended by close()
 
     async def texts(self) -> AsyncIterator[str]:
         """The streamed text pieces; the last delta (finish reason, tokens, energy) lands in ``final``."""
@@ -212,6 +244,9 @@ class Relay:
         await self.stream.aclose()  # type: ignore[attr-defined]
         result = Generation.from_final(self.final, first_token_at=self.first_token_at)
         status = 200 if error is None else error.status
+        if self.span is not None:
+            self.pipeline.gw.tracing.end_backend(self.span, self.backend, result,
+                                                 _since(self.routed.query, self.first_token_at), error)
         self.pipeline.account(self.routed, self.backend, status, result, self.attempts)
         rec = self.pipeline.rec
         if rec is not None and error is not None:

@@ -29,6 +29,7 @@ from vlrouter.protocol import (
     ModelList,
 )
 from vlrouter.router.planner import AUTO_MODEL
+from vlrouter.telemetry.tracing import NULL_SPAN
 
 
 def gateway(request: Request) -> Gateway:
@@ -77,7 +78,8 @@ async def serve(request: Request, decode: Callable[[InputDecoder], Awaitable[Que
     """Both endpoints: decode the wire request, serve it through the pipeline, shape the answer."""
     run = pipeline(request)
     try:
-        query = await decode(run.gw.decoder)
+        with NULL_SPAN if run.gw.tracing is None else run.gw.tracing.span("decode"):
+            query = await decode(run.gw.decoder)
     except Exception as exc:
         raise run.failed(exc, None) from exc
     if query.stream:

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -105,6 +105,7 @@ class OpenAIBackend:
         self._timeout = aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s,
                                               sock_read=t.first_token_s)
         self._http: aiohttp.ClientSession | None = None
+        self.trace_context: Callable[[], dict[str, str]] | None = None  # traceparent of the current span
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -165,9 +166,10 @@ class OpenAIBackend:
             raise BackendRejected(f"backend {self.name}: request cannot be encoded: {exc}", backend=self.name,
                                   status=400) from exc
         url, attempt = f"{self._base}/chat/completions", 0
+        headers = _JSON if self.trace_context is None else {**_JSON, **self.trace_context()}
         while True:
             try:
-                resp = await self._session().post(url, data=data, headers=_JSON)
+                resp = await self._session().post(url, data=data, headers=headers)
             except _RETRY_ERRORS as exc:
                 if attempt < self.config.max_retries:
                     attempt += 1

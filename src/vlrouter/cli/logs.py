@@ -12,12 +12,13 @@ from vlrouter.config import ConfigError, load_settings
 
 def cmd_log(args: argparse.Namespace) -> int:
     """Export the log's rows (JSON lines or Parquet) or print a summary of them."""
-    from vlrouter.telemetry.decision_log import read_rows
+    from vlrouter.telemetry.decision_log import log_location, read_rows
     from vlrouter.telemetry.log_tools import export_rows, format_stats, parse_time, stats
+    from vlrouter.telemetry.store_postgres import redact
 
     path = args.db
     if path is None:
-        path = load_settings(args.config).log.path
+        path = log_location(load_settings(args.config).log)
     try:
         since, until = parse_time(args.since), parse_time(args.until)
         rows = read_rows(path, since=since, until=until)
@@ -32,20 +33,22 @@ def cmd_log(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from exc
     if args.out is not None:
-        print(f"exported {n} rows from {path} to {args.out} ({args.format})", file=sys.stderr)
+        print(f"exported {n} rows from {redact(str(path))} to {args.out} ({args.format})", file=sys.stderr)
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``log`` and its actions ``export`` and ``stats``."""
     lg = sub.add_parser("log", help="read the decision log: export rows or summarise them",
-                        description="Read the gateway's decision log (SQLite). Times: ISO 8601 (2026-11-24 or "
-                                    "2026-11-24T08:00), a Unix timestamp, or a span back from now (30m, 6h, 7d).")
+                        description="Read the gateway's decision log (SQLite or PostgreSQL). Times: ISO 8601 "
+                                    "(2026-11-24 or 2026-11-24T08:00), a Unix timestamp, or a span back from now "
+                                    "(30m, 6h, 7d).")
     lg_sub = lg.add_subparsers(dest="log_command", required=True, metavar="ACTION")
     for name, text in (("export", "write the rows (with their latest feedback score) as JSON lines or Parquet"),
                        ("stats", "edge share, p50/p99 latency and joules per request by tier and scenario")):
         p = lg_sub.add_parser(name, help=text, description=text)
-        p.add_argument("--db", type=Path, help="decision log path (default: log.path of --config)")
+        p.add_argument("--db", metavar="PATH|URL", help="decision log: a SQLite path, sqlite:///PATH or "
+                       "postgresql://user:password@host/db (default: log.url, else log.path, of --config)")
         p.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
         p.add_argument("--since", help="first time to include")
         p.add_argument("--until", help="time to stop before")

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from vlrouter.cli.calibrate import cmd_calibrate, store_curves
+from vlrouter.cli.preflight import check_model_paths
 from vlrouter.cli.supervise import setup_logging
-from vlrouter.config import ConfigError, Settings, check_model_paths, load_settings
+from vlrouter.config import ConfigError, Settings, load_settings
 
 
 def _feature_settings(config: Path | None, why: str) -> Settings:
@@ -157,16 +158,19 @@ def _log_dataset(args: argparse.Namespace):
     from vlrouter.eval.dataset import DatasetError, import_decision_log
     from vlrouter.eval.featurize import featurize
     from vlrouter.features import FeaturePipeline
+    from vlrouter.telemetry.decision_log import log_location
+    from vlrouter.telemetry.store_postgres import redact
 
     settings = _feature_settings(args.config, "a router needs query features")
-    path = args.from_log if args.from_log != Path("-") else settings.log.path
+    path = args.from_log if args.from_log != "-" else log_location(settings.log)
+    shown = redact(str(path))  # a PostgreSQL URL may carry a password
     try:
         ds = import_decision_log(path, seed=args.seed, min_rows=10)
-    except (DatasetError, OSError) as exc:
-        raise ConfigError(f"--from-log {path}: {exc}") from exc
+    except (DatasetError, OSError, ValueError) as exc:
+        raise ConfigError(f"--from-log {shown}: {redact(str(exc))}") from exc
     pipeline = FeaturePipeline(settings.features)
     X = featurize(ds, pipeline, cache_dir=args.cache_dir, progress=not args.no_progress)
-    return ds, X, pipeline, path
+    return ds, X, pipeline, shown
 
 
 def _group_dropout(text: str | None) -> tuple[float, ...] | None:
@@ -285,8 +289,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                        "only the serving model's outcome is known per request, so training is "
                                        "importance-weighted by the logged propensity (see routing.explore).")
     _data_args(train, required=False)
-    train.add_argument("--from-log", type=Path, nargs="?", const=Path("-"), metavar="PATH",
-                       help="train from a decision log (default path: log.path of --config)")
+    train.add_argument("--from-log", nargs="?", const="-", metavar="PATH|URL",
+                       help="train from a decision log: a SQLite path or postgresql:// URL (default: log.url or "
+                            "log.path of --config)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     # unset options keep TrainConfig's defaults (router/train.py), so the CLI trains what the docs describe
     train.add_argument("--max-epochs", type=int, help="epoch cap per net, early stopping on dev (default 300)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic_settings import PydanticBaseSettingsSource
 
+from vlrouter.cli.preflight import check_model_paths
 from vlrouter.cli.supervise import run_uvicorn, run_workers, setup_logging, start_standins, stop_processes
 from vlrouter.config import (
     LocalBackendConfig,
@@ -15,7 +16,6 @@ from vlrouter.config import (
     RoutingConfig,
     ServerConfig,
     Settings,
-    check_model_paths,
     load_settings,
 )
 

@@ -27,6 +27,7 @@ from vlrouter.features.fusion import fuse, fuse_into
 from vlrouter.features.signals import SIGNALS, query_signals
 from vlrouter.features.spec import FeatureSpec
 from vlrouter.media import DecodedImage
+from vlrouter.telemetry.tracing import NULL_SPAN
 
 
 @dataclass
@@ -88,13 +89,16 @@ class FeaturePipeline:
             text_dim=self.text.encoder.dim if self.text else 0,
             signals=SIGNALS,
         )
+        self.tracing = None  # telemetry.tracing.Tracing when traces are on: a span per encoder
 
     async def _image_part(self, images: Sequence[DecodedImage]) -> tuple[np.ndarray | None, str, float]:
         """The (k, d) embeddings of the query's images (None without images or image encoder)."""
         started = time.perf_counter()
         if self.image is None or not images:
             return None, "none", 0.0
-        results = await asyncio.gather(*(self.image.embed(img.sha256, img.image) for img in images))
+        with NULL_SPAN if self.tracing is None else self.tracing.span(
+                "features image_encoder", **{"vlrouter.encoder": self.image.encoder.name}):
+            results = await asyncio.gather(*(self.image.embed(img.sha256, img.image) for img in images))
         rows = np.stack([row for row, _ in results])
         hit = "hit" if all(h for _, h in results) else "miss"
         return rows, hit, (time.perf_counter() - started) * 1000
@@ -103,13 +107,16 @@ class FeaturePipeline:
         started = time.perf_counter()
         if self.text is None:
             return None, "none", 0.0
-        row, hit = await self.text.embed(_sha(text.encode()), text)
+        with NULL_SPAN if self.tracing is None else self.tracing.span(
+                "features text_encoder", **{"vlrouter.encoder": self.text.encoder.name}):
+            row, hit = await self.text.embed(_sha(text.encode()), text)
         return row, "hit" if hit else "miss", (time.perf_counter() - started) * 1000
 
     async def _signals(self, text: str, images: Sequence[DecodedImage]) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        values = await loop.run_in_executor(None, query_signals, text, [(i.image, len(i.data)) for i in images])
+        with NULL_SPAN if self.tracing is None else self.tracing.span("features signals"):
+            values = await loop.run_in_executor(None, query_signals, text, [(i.image, len(i.data)) for i in images])
         return values, (time.perf_counter() - started) * 1000
 
     async def extract(self, text: str, images: Sequence[DecodedImage] = (), *, image: bool = True) -> QueryFeatures:
