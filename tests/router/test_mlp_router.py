@@ -315,7 +315,7 @@ def test_a_request_floor_moves_decisions_monotonically_and_is_explained(trained)
     assert (np.diff(chosen_q, axis=1) >= -1e-9).all()  # each query's predicted quality only rises with the floor
     assert (np.diff(cloud) >= 0).all() and cloud[-1] > cloud[0]
     why = d.explanation
-    assert set(why["quality"]) == {"edge", "cloud"} and why["floor_status"] in ("certified", "all-edge", "unmet")
+    assert set(why["quality"]) == {"edge", "cloud"} and why["floor_status"] in ("certified", "all-edge", "reference")
     assert len(why["top_features"]) == 3 and set(why["blocks"]) <= {"image", "text", "signals", "extras"}
     effects = [abs(f["effect"]) for f in why["top_features"]]
     assert effects == sorted(effects, reverse=True) and effects[0] > 0
@@ -357,7 +357,7 @@ def test_gateway_serves_floors_and_says_why(trained, features_config, make_gatew
         assert h["x-vlrouter-policy"] == "mlp" and h["x-vlrouter-min-quality"] == "0.85"  # routing.min_quality
         assert h["x-vlrouter-scenario"] == "energy;min_quality=0.85"
         assert len(h["x-vlrouter-top-features"].split(",")) == 3 and "edge=" in h["x-vlrouter-quality"]
-        assert h["x-vlrouter-floor-status"] in ("certified", "all-edge", "unmet")
+        assert h["x-vlrouter-floor-status"] in ("certified", "all-edge", "reference")
         bad = http.post("/infer", json={"text": "q", "min_quality": 2})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_scenario"
         assert bad.json()["error"]["param"] == "min_quality"

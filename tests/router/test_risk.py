@@ -62,13 +62,14 @@ def test_a_higher_floor_never_sends_more_to_the_edge():
     cal = calibration(800, 1)
     fits = [cal.fit(FAST, f) for f in (0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99)]
     shares = [f.edge_share for f in fits]
-    weights = [f.weights[1] for f in fits]
+    weights = [f.weights[1] for f in fits if f.status != "reference"]
     assert shares == sorted(shares, reverse=True) and shares[0] > shares[-1]
-    assert weights == sorted(weights)  # the quality weight only rises with the floor
+    assert weights == sorted(weights)  # the quality weight only rises with the floor (then: the reference)
+    assert [f.status == "reference" for f in fits] == sorted(f.status == "reference" for f in fits)
     assert all(f.retention_low >= f.floor for f in fits if f.status == "certified")
 
 
-def test_statuses_all_edge_and_unmet():
+def test_statuses_all_edge_and_reference():
     rng = np.random.default_rng(2)
     n = 600
     same = (rng.random((n, 1)) < 0.8).astype(float)
@@ -78,8 +79,12 @@ def test_statuses_all_edge_and_unmet():
     fit = cal.fit(FAST, 0.95)
     assert fit.status == "all-edge" and fit.edge_share == 1.0
     cal = calibration(600, 3)
-    unmet = cal.fit(FAST, 1.0)  # keeping 100% with a lower bound >= 1 is impossible on noisy outcomes
-    assert unmet.status == "unmet" and unmet.weights[1] > 0.99
+    ref = cal.fit(FAST, 1.0)  # a lower bound >= 1 on noisy outcomes: only the reference model itself keeps 100%
+    assert ref.status == "reference" and ref.retention == 1.0 and ref.edge_share == 0.0
+    w = np.array(ref.weights)
+    assert len(w) == 3 + 2 and w[3:].argmax() == cal.ref  # a utility offset sends every query to it
+    cost = np.tile([0.2, 1.0], (5, 1))
+    assert ((w[1] * cal.q_pred[:5] - w[0] * cost - w[2] * cost + w[3:]).argmax(1) == cal.ref).all()
 
 
 def test_partial_labels_are_marked_uncertified():

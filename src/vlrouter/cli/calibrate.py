@@ -68,8 +68,9 @@ def _set_floor(args: argparse.Namespace, ds, X, router) -> int:
           f"{check['edge_share']:.1%}: {check['verdict']}; saved to {args.router}")
     if fit.status == "all-edge":
         print("  the data says the edge keeps this floor for every query: the preset sends everything to the edge")
-    elif fit.status == "unmet":
-        print("  no operating point is certified to keep this floor: the preset routes for quality only")
+    elif fit.status == "reference":
+        print("  only 'every query to the reference model' is certified to keep this floor: the preset sends "
+              "every query there")
     return 0
 
 

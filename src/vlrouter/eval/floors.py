@@ -4,7 +4,7 @@ Per scenario (``floor_report``): the floor, the realised retention (mean quality
 model's, the reference of ``evaluate``) with its 95% interval (delta method on the ratio of means),
 the edge share, the latency / energy / cost reductions against all-cloud, and a verdict: ``held``
 (retention >= floor), ``within noise`` (below, but the interval reaches the floor) or ``missed``;
-``status`` is what the calibration said (``router.risk``: certified, all-edge, unmet, ...).
+``status`` is what the calibration said (``router.risk``: certified, all-edge, reference, ...).
 
 Curves (``curves``): retention against edge share when the k queries a policy ranks highest go to
 the cloud, for k from all to none. The router ranks by its utility margin under the scenario; kNN,

@@ -59,7 +59,8 @@ class Attributor:
         z1 = (self.w1 @ x + self.b1).reshape(self.k, -1)
         z2 = (self.w2 @ np.maximum(z1, 0)[:, :, None])[:, :, 0] + self.b2
         pair = self.wq[:, [cloud, edge]]  # (k, 2, h2)
-        q = 1 / (1 + np.exp(-((pair @ np.maximum(z2, 0)[:, :, None])[:, :, 0] + self.bq[:, [cloud, edge]])))
+        logit = (pair @ np.maximum(z2, 0)[:, :, None])[:, :, 0] + self.bq[:, [cloud, edge]]
+        q = 1 / (1 + np.exp(-np.clip(logit, -60.0, 60.0)))  # float32 exp overflows past |logit| ~ 88
         slope = q * (1 - q)
         v = (slope[:, :1] * pair[:, 0] - slope[:, 1:] * pair[:, 1]) * (z2 > 0)  # d dq / d h2, per net
         v = (v[:, None, :] @ self.w2)[:, 0] * (z1 > 0)  # ... / d h1

@@ -90,12 +90,15 @@ class Prediction:
     quality: np.ndarray  # expected quality (P(correct) for 0/1 quality)
     latency: np.ndarray  # expected latency / lat_ref (cost / cost_ref where the data has no latency)
     energy: np.ndarray   # expected energy / energy_ref (likewise)
-    w: np.ndarray        # (queries, 3) scenario weights (speed, quality, energy)
+    # (queries, 3) scenario weights (speed, quality, energy), or (queries, 3 + models): then followed by a
+    # per-model utility offset (router.risk's "every query to the reference model" sets one)
+    w: np.ndarray
 
     @property
     def utility(self) -> np.ndarray:
         ws, wq, we = self.w[:, 0:1], self.w[:, 1:2], self.w[:, 2:3]
-        return wq * self.quality - ws * self.latency - we * self.energy
+        u = wq * self.quality - ws * self.latency - we * self.energy
+        return u + self.w[:, 3:] if self.w.shape[1] > 3 else u
 
 
 class MLPRouter(Router):
@@ -160,11 +163,12 @@ class MLPRouter(Router):
 
     # ------------------------------------------------------------------ scoring
     def predict(self, features: np.ndarray, w: np.ndarray) -> Prediction:
-        """Ensemble-mean predictions for raw fused ``features`` under scenario weights ``w`` ((3,) or (n, 3))."""
+        """Ensemble-mean predictions for raw fused ``features`` under scenario weights ``w`` ((3,) or (n, 3);
+        an operating point may append per-model utility offsets, see ``Prediction.w``)."""
         x = (np.atleast_2d(features).astype(np.float32) - self.mean) / self.std
         w = np.asarray(w, np.float32)
         w = np.tile(w, (x.shape[0], 1)) if w.ndim == 1 else np.array(w)
-        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+        xt, wt = torch.from_numpy(x), torch.from_numpy(np.ascontiguousarray(w[:, :3]))
         with torch.inference_mode():
             probs = quality = costs = 0.0
             for net in self.nets:

@@ -22,12 +22,17 @@ distribution, asymptotically. The grid and its order are fixed before the outcom
 the bounds do not depend on f, so one walk per w serves every floor: a higher floor stops earlier,
 at a larger lambda, which is how a per-request ``min_quality`` moves decisions monotonically.
 
+The walk starts one step earlier, at "every query to the reference model", whose retention is 1 by
+definition: where per-query predictions are too noisy for even "quality only" to be certified (on
+MathVista's 11 near-equal models picking the predicted best model per query kept 93% of the best
+single model), the router sends everything to the reference model rather than gamble.
+
 Statuses: ``certified``; ``all-edge`` (certified, and the data lets the edge keep the floor for
-every query); ``unmet`` (not even "quality only" is certified: the router routes quality-only and
-says so); ``uncertified`` (partial labels from a decision log: unobserved outcomes are the quality
-head's guesses, so the floor is a plug-in estimate). The quality and cost heads do not read w, so
-the checkpoint keeps the held-out predictions and a walk is run for any weights a request asks for
-(a few milliseconds, then cached).
+every query); ``reference`` (only "every query to the reference model" is certified);
+``uncertified`` (partial labels from a decision log: unobserved outcomes are the quality head's
+guesses, so the floor is a plug-in estimate). The quality and cost heads do not read w, so the
+checkpoint keeps the held-out predictions and a walk is run for any weights a request asks for (a
+few milliseconds, then cached).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import numpy as np
 DELTA = 0.05
 LAMBDA_MAX = 1e4  # "quality only": costs break ties between equally good models
 GRID = 160
+REFERENCE_OFFSET = 1e3  # a utility offset no cost term reaches: the reference model wins every query
 METHOD = ("Learn-then-Test: fixed-sequence tests of the quality multiplier from quality-only down to the "
           "scenario's own weight; one-sided delta-method (CLT) bound of the retention at delta {delta}")
 _FIELDS = ("q_pred", "lat_pred", "e_pred", "quality", "latency", "energy")
@@ -51,9 +57,11 @@ _FIELDS = ("q_pred", "lat_pred", "e_pred", "quality", "latency", "energy")
 class FloorFit:
     """The operating point for one (weights, floor) and what it did on the held-out queries."""
 
-    weights: tuple[float, float, float]  # what the router routes with (quality weight raised; threshold 0)
+    # what the router routes with (threshold 0): (speed, quality, energy) with the quality weight raised, or,
+    # for "every query to the reference model", those followed by a per-model utility offset
+    weights: tuple[float, ...]
     floor: float
-    status: str         # "certified" | "all-edge" (even all-edge keeps the floor) | "unmet" | "uncertified"
+    status: str         # "certified" | "all-edge" | "reference" | "uncertified" (see above)
     edge_share: float
     retention: float    # mean quality kept / the reference model's, on the held-out queries
     retention_low: float  # its one-sided 95% lower bound
@@ -158,24 +166,29 @@ class CalibrationSet:
             self._walks.move_to_end(key)
         fails = np.flatnonzero(walk["low"] < floor)
         j = int(fails[0]) - 1 if len(fails) else len(walk["lam"]) - 1  # the last lambda passed
-        status = "certified"
-        if j < 0:
-            j, status = 0, "unmet"
-        elif walk["edge"][j] >= 1.0:
-            status = "all-edge"
-        if not self.certified and status != "unmet":
-            status = "uncertified"
-        lam = float(walk["lam"][j])
-        total = w[0] + lam + w[2]
-        weights = (float(w[0] / total), lam / total, float(w[2] / total))
-        fit = FloorFit(weights=weights, floor=float(floor), status=status, edge_share=float(walk["edge"][j]),
-                       retention=float(walk["retention"][j]), retention_low=float(walk["low"][j]),
-                       latency_reduction=float(walk["lat"][j]), energy_reduction=float(walk["energy"][j]),
-                       n=len(self.quality))
+        fit = self._reference(w, floor) if j < 0 else self._at(w, floor, walk, j)
         if len(self._fits) >= 4096:
             self._fits.clear()
         self._fits[(key, floor)] = fit
         return fit
+
+
+    def _at(self, w: np.ndarray, floor: float, walk: dict, j: int) -> FloorFit:
+        status = "all-edge" if walk["edge"][j] >= 1.0 else "certified"
+        lam = float(walk["lam"][j])
+        total = w[0] + lam + w[2]
+        return FloorFit(weights=(float(w[0] / total), lam / total, float(w[2] / total)), floor=float(floor),
+                        status=status if self.certified else "uncertified", edge_share=float(walk["edge"][j]),
+                        retention=float(walk["retention"][j]), retention_low=float(walk["low"][j]),
+                        latency_reduction=float(walk["lat"][j]), energy_reduction=float(walk["energy"][j]),
+                        n=len(self.quality))
+
+    def _reference(self, w: np.ndarray, floor: float) -> FloorFit:
+        """The first hypothesis of the walk: every query to the reference model keeps retention 1 exactly."""
+        offsets = np.where(np.arange(len(self.tiers)) == self.ref, REFERENCE_OFFSET, 0.0)
+        return FloorFit(weights=(*(float(v) for v in w / w.sum()), *offsets.tolist()), floor=float(floor),
+                        status="reference", edge_share=float(self.tiers[self.ref] == "edge"), retention=1.0,
+                        retention_low=1.0, latency_reduction=0.0, energy_reduction=0.0, n=len(self.quality))
 
 
 def ratio_se(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
