@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from vlrouter.errors import VLRouterError
+from vlrouter.ui.settings import ConsoleConfig
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 TIERS = ("edge", "cloud")
@@ -246,6 +247,7 @@ class Settings(BaseSettings):
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     log: LogConfig = Field(default_factory=LogConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None
