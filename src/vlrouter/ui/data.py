@@ -117,8 +117,9 @@ def _cloud_energy_scale(cloud: list[Row], prices: CloudPrices) -> float | None:
     return sum(r["energy_j"] for r in metered) / base if metered and base > 0 else None
 
 
-def _saved(actual: float, all_cloud: float) -> dict[str, float | None]:
-    return {"actual": round(actual, 6), "all_cloud": round(all_cloud, 6), "saved": round(all_cloud - actual, 6),
+def _saved(actual: float, all_cloud: float, digits: int = 6) -> dict[str, float | None]:
+    return {"actual": round(actual, digits), "all_cloud": round(all_cloud, digits),
+            "saved": round(all_cloud - actual, digits),
             "saved_share": round(1 - actual / all_cloud, 4) if all_cloud > 0 else None}
 
 
@@ -138,7 +139,7 @@ def savings(rows: list[Row], prices: CloudPrices) -> dict[str, Any]:
                   cloud_scale=None if scale is None else round(scale, 6))
     money = _saved(sum(prices.cloud_usd(r) if r["tier"] != "edge" else
                        (r.get("energy_j") or 0.0) / 3.6e6 * prices.usd_per_kwh for r in done),
-                   sum(prices.cloud_usd(r) for r in done))
+                   sum(prices.cloud_usd(r) for r in done), digits=10)
     model = _cloud_latency_model(cloud)
     latency: dict[str, Any] = {"rows": 0, "reason": "no cloud-answered request in the window to model cloud "
                                "latency on" if model is None else None}

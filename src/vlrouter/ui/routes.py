@@ -51,6 +51,7 @@ def log_source(request: Request) -> LogSource:
 
 
 @console_page.get("/ui")
+@console_page.get("/ui/")
 async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
