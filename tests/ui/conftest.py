@@ -69,7 +69,7 @@ def console(tiny_vlm, model_server, features_config, console_checkpoint, tmp_pat
     db = tmp_path_factory.mktemp("console") / "decisions.db"
     settings = gateway_settings(
         tiny_vlm, model_server.base_url, features=features_config.model_dump(), server={"api_keys": [KEY]},
-        log={"enabled": True, "path": str(db)},
+        log={"enabled": True, "path": str(db)}, console={"refresh_s": 1},
         routing={"policy": "mlp", "checkpoint": str(console_checkpoint), "explore": 0.3, "explore_seed": 5})
     with ThreadServer(build_app(settings)) as server:
         server.db = db

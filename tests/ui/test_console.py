@@ -103,6 +103,27 @@ def test_data_endpoints_need_the_key_and_the_page_is_public(console):
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
     refused = httpx.post(console.url + "/ui/api/route", json={"messages": [{"role": "user", "content": "hi"}]})
     assert refused.status_code == 401
+    short = httpx.get(console.url + "/ui/api/live?window=5", headers={"Authorization": f"Bearer {KEY}"})
+    assert short.status_code == 400 and short.json()["error"]["param"]
+
+
+def test_without_a_log_the_figures_say_so_and_the_router_panel_still_works(make_gateway):
+    with make_gateway(None) as gw:  # complexity-rule, no features, log disabled
+        live = httpx.get(gw.url + "/ui/api/live", timeout=30)
+        router = httpx.get(gw.url + "/ui/api/router", timeout=30)
+    assert live.status_code == 409 and live.json()["error"]["code"] == "log_disabled"
+    r = router.json()
+    assert r["policy"] == "complexity-rule" and r["checkpoint"] is None and r["curve"] is None
+    assert r["corner_taus"] == [0.85, 0.45, 0.75]
+    assert r["presets"]["quality"]["threshold"] == pytest.approx(0.1 * 0.85 + 0.8 * 0.45 + 0.1 * 0.75)  # w . taus
+
+
+def test_the_console_can_be_switched_off(tiny_vlm):
+    from tests.conftest import gateway_settings
+    from vlrouter.api.app import build_app
+
+    app = build_app(gateway_settings(tiny_vlm, None, console={"enabled": False}))
+    assert not [r for r in app.routes if getattr(r, "path", "").startswith("/ui")]
 
 
 def test_a_wrong_key_is_refused_in_the_page(page, traffic, tmp_path):
@@ -130,6 +151,8 @@ def test_live_panel(page, traffic, tmp_path):
     assert "invalid_scenario" in page.inner_text("#live-errors")
     assert "hits of" in page.inner_text("#live-misc")  # the feature cache saw lookups
     shoot(page, "live", tmp_path)
+    before = page.inner_text("#live-updated")  # it refreshes on its own (console.refresh_s: 1 here)
+    page.wait_for_function(f"document.getElementById('live-updated').textContent !== {before!r}", timeout=10_000)
     page.click("#theme")
     page.wait_for_timeout(200)
     assert page.get_attribute("html", "data-theme") == "dark"
