@@ -234,8 +234,11 @@ def test_route_preview_decides_without_logging(console, traffic, photo_data_url)
     d = resp.json()
     assert d["tier"] in ("edge", "cloud") and d["policy"] == "mlp" and "margin" in d["scores"]
     assert d["scenario"]["quality"] == pytest.approx(0.8)
-    bad = httpx.post(console.url + "/ui/api/route", json={"messages": []}, headers={"Authorization": f"Bearer {KEY}"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"]
+    auth = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    for raw in (b'{"messages": []}', b"{", b"[]", b'{"messages": [{"role": "user", "content": "x"}], "scenario": "no"}',
+                b'{"messages": [{"role": "user", "content": "x"}], "model": "nope"}'):
+        bad = httpx.post(console.url + "/ui/api/route", content=raw, headers=auth)
+        assert 400 <= bad.status_code < 500 and set(bad.json()["error"]) == {"message", "type", "param", "code"}, raw
     time.sleep(0.2)
     assert len(read_rows(console.db)) == before
 

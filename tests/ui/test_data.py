@@ -132,3 +132,20 @@ def test_log_source_reads_windows_with_a_row_cap(tmp_path):
 
     cut = asyncio.run(capped())
     assert cut.truncated is True and len(cut.rows) == 100 and cut.rows[-1]["request_id"] == "r149"
+
+
+def test_log_source_reads_a_long_window_in_slices_from_its_end(tmp_path):
+    path = tmp_path / "log.db"
+    log = DecisionLog(path)
+    for i in range(150):  # one row a minute, the newest 2.5 h before "now"
+        log.record(DecisionRecord(request_id=f"r{i}", ts=1000.0 + 60 * i, status=200, tier="edge"))
+    log.close()
+    now = 1000.0 + 60 * 150 + 9000
+
+    async def read(cap):
+        return await LogSource(path, max_rows=cap).window(7 * 86400, now=now)
+
+    whole = asyncio.run(read(1000))  # slices of 900, 1800, 3600 ... s until the week is covered
+    assert [r["request_id"] for r in whole.rows] == [f"r{i}" for i in range(150)] and not whole.truncated
+    latest = asyncio.run(read(100))  # stops once 100 rows are in hand: the latest 100, flagged
+    assert latest.truncated and [r["request_id"] for r in latest.rows] == [f"r{i}" for i in range(50, 150)]
