@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -20,18 +21,22 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def eval_curve(ds, X, router) -> dict:
-    """The quality-vs-edge-share curve of the router on dev (``eval.evaluate.sweep``), as retention of
-    the all-cloud quality, with random routing between the same end points: what ``vlrouter eval``
-    stores with the checkpoint (``curve``)."""
+def eval_curves(ds, X, router) -> dict:
+    """Quality retention vs edge share of the router on dev per preset (``eval.evaluate.sweep``, retention
+    of the all-cloud quality) and random routing between the same end points, in the shape ``vlrouter
+    eval`` stores with a checkpoint (``curve``: data, split, n, reference, floors, curves)."""
     from vlrouter.eval.evaluate import sweep
 
-    points = sorted(sweep(ds, X, router, "quality", "dev", points=41), key=lambda p: p["edge_share"])
-    cloud, edge = points[0]["quality"], points[-1]["quality"]
-    ref = cloud if cloud > 0 else 1.0
-    router_pts = [[round(p["edge_share"], 4), round(p["quality"] / ref, 4)] for p in points]
-    random_pts = [[s, round(((1 - s) * cloud + s * edge) / ref, 4)] for s in np.linspace(0, 1, 11).round(2).tolist()]
-    return {"router": router_pts, "random": random_pts}
+    curves = {}
+    for name in ("fast", "quality", "energy"):
+        points = sorted(sweep(ds, X, router, name, "dev", points=41), key=lambda p: p["edge_share"])
+        cloud, edge = points[0]["quality"], points[-1]["quality"]
+        ref = cloud if cloud > 0 else 1.0
+        shares = np.linspace(0, 1, 11).round(2).tolist()
+        curves[name] = {"mlp": [[round(p["edge_share"], 4), round(p["quality"] / ref, 4)] for p in points],
+                        "random": [[s, round(((1 - s) * cloud + s * edge) / ref, 4)] for s in shares]}
+    return {"data": "synthetic bench (400 queries, seed 2)", "split": "dev", "n": len(ds.split("dev")),
+            "at": time.time(), "reference": "cloud-large", "floors": {}, "curves": curves}
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +60,7 @@ def console_checkpoint(features_config, tmp_path_factory):
     router.meta["training"]["data"] = "synthetic bench (400 queries, seed 2)"
     path = router.save(tmp_path_factory.mktemp("ckpt") / "router")
     meta = json.loads((path / "router.json").read_text())
-    meta["curve"] = eval_curve(ds, X, router)
+    meta["curve"] = eval_curves(ds, X, router)
     (path / "router.json").write_text(json.dumps(meta, indent=2))
     return path
 

@@ -92,6 +92,10 @@ def test_why_in_words():
     assert reasons[0].startswith("The mlp score 0.300 >= threshold 0.100")
     assert any("90%" in x for x in reasons) and any("edge 0.61" in x for x in reasons)
     assert any("text.len (+0.12)" in x for x in reasons)
+    fitted = data.why(row(5, explanation={"min_quality": 0.98, "floor_status": "certified", "quality_weight": 0.9,
+                                          "blocks": {"image": 0.1, "text": -0.05}}))
+    assert any("98%" in x and "certified" in x and "0.90" in x for x in fitted)
+    assert any("image +0.10, text -0.05" in x for x in fitted)
     forced = data.why(row(2, model_requested="cloud"))
     assert "not consulted" in forced[0]
     fell = data.why(row(3, fallback_from="edge", tier="cloud", backend="cloud", explore=1, propensity=0.15))

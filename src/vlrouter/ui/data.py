@@ -207,14 +207,20 @@ def why(row: Row) -> list[str]:
                        f"scenario {row.get('scenario_name') or '?'}: {decided} tier.")
         else:
             out.append(f"The {row.get('policy') or 'router'} chose the {decided} tier.")
-    if row.get("min_quality") is not None:
-        out.append(f"Quality floor: {row['min_quality']:.0%} of the strongest tier's predicted quality.")
+    floor = row.get("min_quality") if row.get("min_quality") is not None else expl.get("min_quality")
+    if isinstance(floor, int | float):
+        status = f" ({expl['floor_status']})" if expl.get("floor_status") else ""
+        raised = (f"; the router decided with the quality weight at {expl['quality_weight']:.2f}"
+                  if isinstance(expl.get("quality_weight"), int | float) else "")
+        out.append(f"Quality floor: {floor:.0%} of the strongest model's expected quality{status}{raised}.")
     if isinstance(expl.get("quality"), dict):
         out.append("Predicted quality: " + ", ".join(f"{k} {v:.2f}" for k, v in expl["quality"].items()) + ".")
     feats = [f for f in expl.get("top_features") or [] if isinstance(f, dict) and "name" in f]
     if feats:
         out.append("Features that moved it most: " + ", ".join(
-            f"{f['name']} ({f.get('effect', 0):+.2f})" for f in feats[:5]) + ".")
+            f"{f['name']} ({f.get('effect', 0):+.2f})" for f in feats[:5]) + " (positive: towards the cloud).")
+    if isinstance(expl.get("blocks"), dict) and expl["blocks"]:
+        out.append("Effect by feature block: " + ", ".join(f"{k} {v:+.2f}" for k, v in expl["blocks"].items()) + ".")
     if row.get("explore"):
         out.append(f"Exploration: this request went to a random tier (propensity {row.get('propensity')}).")
     if row.get("fallback_from"):

@@ -123,5 +123,5 @@ async def route_preview(request: Request) -> Response:
         decision, forced = await Pipeline(gw, None).decide(query), False
     return _json({"tier": decision.tier, "model": decision.model, "policy": decision.policy, "forced": forced,
                   "threshold": decision.threshold, "scores": decision.scores, "reason": decision.reason,
-                  "explanation": getattr(decision, "explanation", None),
-                  "min_quality": getattr(decision, "min_quality", None), "scenario": query.scenario.as_dict()})
+                  "explanation": getattr(decision, "explanation", None), "floor": getattr(decision, "floor", None),
+                  "scenario": query.scenario.as_dict()})

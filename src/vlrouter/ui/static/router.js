@@ -19,8 +19,25 @@
     return out;
   }
 
+  // `vlrouter eval` stores {data, split, n, at, reference, floors, curves: {scenario: {name: points}}};
+  // anything else holding point lists is drawn as it is
   function drawCurve(curve) {
-    const series = curveSeries(curve);
+    const pick = $("curve-scenario"), note = $("curve-note");
+    const perScenario = curve && curve.curves && typeof curve.curves === "object" ? curve.curves : null;
+    pick.hidden = !perScenario;
+    if (perScenario) {
+      const names = Object.keys(perScenario);
+      const keep = names.includes(pick.value) ? pick.value : names.includes("quality") ? "quality" : names[0];
+      pick.innerHTML = names.map((n) => `<option${n === keep ? " selected" : ""}>${VL.esc(n)}</option>`).join("");
+      pick.onchange = () => drawCurve(curve);
+      note.innerHTML = `retention of the all-cloud quality (${VL.esc(curve.reference || "reference")}) on ` +
+        `${VL.esc(curve.data || "?")}, ${VL.esc(curve.split || "?")} split, ${VL.num(curve.n, 0)} queries` +
+        (curve.at ? `, evaluated ${new Date(curve.at * 1000).toLocaleString()}` : "") +
+        (curve.floors && Object.keys(curve.floors).length ? "<h3>floors on that evaluation</h3>" + VL.table(curve.floors) : "");
+    } else {
+      note.textContent = "";
+    }
+    const series = curveSeries(perScenario ? perScenario[pick.value] : curve);
     const el = $("chart-curve");
     if (!series.length) {
       el.innerHTML = `<div class="empty">${VL.notRecorded}: the checkpoint holds no curve from <code>vlrouter eval</code></div>`;

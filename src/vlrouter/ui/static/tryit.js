@@ -6,6 +6,7 @@
   const W = ["speed", "quality", "energy"];
   let presets = { fast: [0.6, 0.3, 0.1], quality: [0.1, 0.8, 0.1], energy: [0.1, 0.3, 0.6] };
   let preset = "quality", image = null, requestId = null, previewTimer = null, loaded = false;
+  let floors = {}, scenarioFloors = false;
 
   function weights() { return W.map((k) => Number($("w-" + k).value)); }
   function scenario() {
@@ -26,6 +27,7 @@
   function setPreset(name) {
     preset = name;
     presets[name].forEach((v, i) => { $("w-" + W[i]).value = Math.round(v * 100); });
+    if (floors[name] !== undefined) $("w-floor").value = Math.round(floors[name] * 100);
     sync();
     schedulePreview();
   }
@@ -36,7 +38,12 @@
     content.push({ type: "text", text: $("try-text").value });
     const b = { model: "vlrouter-auto", messages: [{ role: "user", content }], scenario: scenario(),
       max_tokens: Number($("try-max").value) || 48, stream };
-    if ($("floor-on").checked) b.min_quality = Number($("w-floor").value) / 100;
+    if ($("floor-on").checked) {
+      const floor = Number($("w-floor").value) / 100;
+      if (!scenarioFloors) b.min_quality = floor; // the body field of a gateway that reads floors there
+      else b.scenario = typeof b.scenario === "string" ? { name: b.scenario, min_quality: floor }
+        : { ...b.scenario, min_quality: floor };
+    }
     if (stream) b.stream_options = { include_usage: true };
     return b;
   }
@@ -48,10 +55,25 @@
       `<span>${d.forced ? "forced by the request" : `policy <b>${VL.esc(d.policy)}</b>` +
         (rel ? ` · score <span class="mono">${margin.toFixed(3)}</span> ${rel} τ <span class="mono">${d.threshold.toFixed(3)}</span>` : "")}` +
       `${d.model ? ` · model <span class="mono">${VL.esc(d.model)}</span>` : ""}</span></div>` +
-      `<p class="muted small">${VL.esc(d.reason)}</p><div class="scores">${Object.entries(d.scores).map(([k, v]) =>
-        `<div><span class="mono">${VL.esc(k)}</span><span class="mono">${Number(v).toFixed(3)}</span></div>`).join("")}</div>` +
-      (d.explanation ? `<pre class="json">${VL.esc(JSON.stringify(d.explanation, null, 2))}</pre>` : "");
+      `<p class="muted small">${VL.esc(d.reason)}</p>` + explanation(d) +
+      `<h3>scores</h3><div class="scores">${Object.entries(d.scores).map(([k, v]) =>
+        `<div><span class="mono">${VL.esc(k)}</span><span class="mono">${Number(v).toFixed(3)}</span></div>`).join("")}</div>`;
     $("try-decision").dataset.tier = d.tier;
+  }
+
+  function explanation(d) {
+    const e = d.explanation || {}, lines = [];
+    const floor = d.floor ?? e.min_quality ?? (d.scenario && d.scenario.min_quality);
+    if (floor !== undefined && floor !== null) {
+      lines.push(`quality floor <b>${VL.pct(floor)}</b>${e.floor_status ? ` · ${VL.esc(e.floor_status)}` : ""}` +
+        (e.quality_weight !== undefined ? ` · decided with quality weight ${VL.num(e.quality_weight, 2)}` : ""));
+    }
+    if (e.quality) lines.push("predicted quality " + Object.entries(e.quality).map(([t, q]) =>
+      `${VL.pill(t)} <span class="mono">${Number(q).toFixed(3)}</span>`).join(" "));
+    if (e.top_features) lines.push('features that moved it <span class="chips">' + e.top_features.map((f) =>
+      `<span class="mono">${VL.esc(f.name)} ${f.effect >= 0 ? "+" : ""}${Number(f.effect).toFixed(3)}</span>`).join("") +
+      '</span> <span class="muted">(+: towards the cloud)</span>');
+    return lines.length ? `<div class="explain">${lines.map((l) => `<div>${l}</div>`).join("")}</div>` : "";
   }
 
   async function preview() {
@@ -164,9 +186,15 @@
     if (loaded) return;
     try {
       const r = await VL.api("/ui/api/router");
-      for (const [name, p] of Object.entries(r.presets)) if (p.weights) presets[name] = W.map((k) => p.weights[k]);
-      $("floor-note").textContent = r.accepts_min_quality ? "The floor is sent as min_quality with the request."
+      for (const [name, p] of Object.entries(r.presets)) {
+        if (p.weights) presets[name] = W.map((k) => p.weights[k]);
+        if (p.min_quality !== undefined) floors[name] = p.min_quality;
+      }
+      scenarioFloors = r.scenario_floors;
+      $("floor-note").textContent = scenarioFloors || r.accepts_min_quality
+        ? "Ticked, the floor goes with the request as min_quality; unticked, the scenario's own floor applies."
         : "This gateway's router has no quality floors yet: min_quality is sent and ignored.";
+      if (floors[preset] !== undefined) $("w-floor").value = Math.round(floors[preset] * 100);
       loaded = true;
       VL.ready("try");
     } catch (err) {
