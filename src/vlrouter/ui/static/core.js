@@ -115,9 +115,9 @@ const VL = (() => {
     const cols = [...new Set(names.flatMap((n) => Object.keys(rows[n] || {})))]
       .filter((c) => names.some((n) => rows[n][c] === null || typeof rows[n][c] !== "object"));
     const cell = (v) => (typeof v === "number" ? Number(v.toFixed(digits)) : v === null || v === undefined ? "–" : esc(v));
-    return `<table class="table compact"><thead><tr><th></th>${cols.map((c) => `<th class="num">${esc(c)}</th>`).join("")}` +
+    return `<div class="table-scroll"><table class="table compact"><thead><tr><th></th>${cols.map((c) => `<th class="num">${esc(c)}</th>`).join("")}` +
       `</tr></thead><tbody>${names.map((n) => `<tr><td><b>${esc(n)}</b></td>${cols.map((c) =>
-        `<td class="num mono">${cell(rows[n][c])}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
+        `<td class="num mono">${cell(rows[n][c])}</td>`).join("")}</tr>`).join("")}</tbody></table></div>`;
   }
   // the last parts of a long path (the whole one in the tooltip)
   function shortPath(p, parts = 2) {

@@ -54,10 +54,15 @@
   }
 
   function presetTable(r) {
-    const rows = Object.entries(r.presets).map(([name, p]) => `<tr><td><b>${VL.esc(name)}</b></td>` +
-      `<td class="mono">${p.weights ? ["speed", "quality", "energy"].map((k) => p.weights[k].toFixed(2)).join(" / ") : "–"}</td>` +
+    const fmtW = (w) => w.map((v) => v.toFixed(2)).join(" / ");
+    const rows = Object.entries(r.presets).map(([name, p]) => {
+      const w = ["speed", "quality", "energy"].map((k) => p.weights[k]);
+      const op = p.operating_weights && fmtW(p.operating_weights) !== fmtW(w)
+        ? `<div class="muted small">decides with ${fmtW(p.operating_weights)}${p.pinned !== undefined ? " (pinned)" : ""}</div>` : "";
+      return `<tr><td><b>${VL.esc(name)}</b></td><td class="mono">${fmtW(w)}${op}</td>` +
       `<td class="num mono">${p.threshold === undefined ? "–" : p.threshold.toFixed(3)}</td>` +
-      `<td class="num">${p.min_quality === undefined ? VL.notRecorded : VL.pct(p.min_quality)}</td></tr>`).join("");
+      `<td class="num">${p.min_quality === undefined ? VL.notRecorded : VL.pct(p.min_quality)}</td></tr>`;
+    }).join("");
     return `<table class="table"><thead><tr><th>preset</th><th>speed / quality / energy</th><th class="num">τ</th>` +
       `<th class="num">floor</th></tr></thead><tbody>${rows}</tbody></table>` +
       (r.floors ? "" : '<p class="muted small">Quality floors: not recorded in this checkpoint.</p>');
@@ -78,7 +83,7 @@
     if (!r.training && !r.hyperparameters) return VL.notRecorded;
     const t = r.training || {}, hp = r.hyperparameters || {};
     return VL.kv({ data: t.data, ...scalars(t) }) +
-      (t.calibration && t.calibration.by_preset ? "<h3>tau search on dev, per preset</h3>" + VL.table(t.calibration.by_preset) : "") +
+      (t.calibration && t.calibration.by_preset ? "<h3>threshold fit on dev, per preset</h3>" + VL.table(t.calibration.by_preset) : "") +
       "<h3>hyperparameters</h3>" + (r.hyperparameters ? '<div class="chips">' + Object.entries({ hidden: (hp.hidden || [])
         .join("×"), ...scalars(hp) }).map(([k, v]) => `<span class="mono">${VL.esc(k)} ${VL.esc(v)}</span>`).join("") + "</div>"
         : VL.notRecorded);

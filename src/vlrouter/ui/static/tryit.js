@@ -145,7 +145,8 @@
       const r = rec && rec.record;
       if (r) {
         $("try-served").textContent += ` · ${VL.ms(r.e2e_ms)} · TTFT ${VL.ms(r.ttft_ms)} · ${VL.joules(r.energy_j)}` +
-          (r.energy_source === "estimate" ? " (estimate)" : r.energy_source ? ` (${r.energy_source})` : "");
+          (r.energy_source === "estimate" ? " (estimate)" : r.energy_source ? ` (${r.energy_source})` : "") +
+          (r.explore ? " · exploration: a random tier, not the router's pick" : "");
       } else if (usage) {
         $("try-served").textContent += ` · ${usage.completion_tokens} tokens`;
       }
