@@ -3,13 +3,15 @@
 Every data endpoint takes the API's key (``require_key``): the page asks for one when the gateway
 has keys and sends it as ``Authorization: Bearer``. Figures come from the decision log through
 ``LogSource`` (windowed, capped reads in a thread) and from this process' Prometheus registry (the
-feature-cache hit rate); ``data`` computes them. ``POST /ui/api/route`` runs the features and the
+feature-cache hit rate); ``data`` computes them, in a thread too (tens of thousands of rows take a
+few hundred milliseconds, which the event loop must not wait for). ``POST /ui/api/route`` runs the features and the
 router on a chat request without generating or logging anything: the Try-it panel shows the
 decision at once, then streams the real request from ``/v1/chat/completions``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from importlib import resources
 from pathlib import Path
@@ -62,7 +64,7 @@ async def index() -> FileResponse:
 async def live(request: Request, window: float = Query(900.0, ge=60, le=MAX_WINDOW_S)) -> Response:
     """Rate, edge share per scenario over time, latency and energy per tier, errors, cache hit rate."""
     win = await log_source(request).window(window)
-    body = data.live(win.rows, now=win.until, window_s=window)
+    body = await asyncio.to_thread(data.live, win.rows, now=win.until, window_s=window)  # 50k rows: ~0.3 s
     samples = [(s.labels, s.value) for metric in gateway(request).recorder.metrics.feature_cache.collect()
                for s in metric.samples if s.name.endswith("_total")]
     body.update(cache=data.cache_hit_rate(samples), read=win.meta(),
@@ -78,7 +80,8 @@ async def savings(request: Request, window: float = WindowS) -> Response:
     prices = data.CloudPrices(energy.cloud_j_per_input_token, energy.cloud_j_per_output_token,
                               cfg.cloud_usd_per_mtok_input, cfg.cloud_usd_per_mtok_output, cfg.usd_per_kwh)
     win = await log_source(request).window(window)
-    return _json({**data.savings(win.rows, prices), "window_s": window, "read": win.meta()})
+    figures = await asyncio.to_thread(data.savings, win.rows, prices)
+    return _json({**figures, "window_s": window, "read": win.meta()})
 
 
 @console_api.get("/decisions")
