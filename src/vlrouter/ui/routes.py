@@ -50,7 +50,8 @@ def log_source(request: Request) -> LogSource:
                            code="log_disabled")
     state = request.app.state
     if getattr(state, "console_source", None) is None:
-        state.console_source = LogSource(Path(gw.settings.log.path), gw.settings.console.max_rows)
+        # the location as configured: read_rows decides what it names (a file today)
+        state.console_source = LogSource(gw.settings.log.path, gw.settings.console.max_rows)
     return state.console_source
 
 

@@ -40,7 +40,7 @@ class Window:
 class LogSource:
     """Windowed, capped, briefly cached reads of one decision log."""
 
-    path: Path
+    path: str | Path  # whatever ``read_rows`` reads: the configured ``log.path``
     max_rows: int
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _cache: dict[tuple, tuple[float, Window]] = field(default_factory=dict, repr=False)
