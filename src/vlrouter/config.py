@@ -243,11 +243,11 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     images: ImageLimits = Field(default_factory=ImageLimits)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     log: LogConfig = Field(default_factory=LogConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
-    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     backends: dict[str, BackendConfig] = Field(default_factory=dict)
     # Shortcuts for the common case of one cloud API (applied to the first `openai` cloud backend).
     cloud_base_url: str | None = None
