@@ -33,6 +33,13 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Debian's chromium for the console's browser tests (tests/ui; Playwright drives it, never downloads one).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing chromium (Debian package) for the console tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "    could not install chromium; the console's browser tests will be skipped"
+fi
+
 # docker-compose (Debian) validates docker/docker-compose.yml in the tests; no Docker engine is needed.
 if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "==> installing docker-compose (Debian package) for the deployment tests"

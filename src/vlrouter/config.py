@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from vlrouter.errors import VLRouterError
+from vlrouter.ui.settings import ConsoleConfig
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 TIERS = ("edge", "cloud")
@@ -253,6 +254,7 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(default_factory=ServerConfig)
     images: ImageLimits = Field(default_factory=ImageLimits)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     features: FeaturesConfig = Field(default_factory=lambda: FeaturesConfig(enabled=False))
     log: LogConfig = Field(default_factory=LogConfig)

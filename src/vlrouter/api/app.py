@@ -166,7 +166,20 @@ def build_app(settings: Settings, *, standins: frozenset[str] = frozenset(), tra
     app.add_middleware(RequestIdMiddleware)
     app.include_router(open_routes)
     app.include_router(api)
+    if settings.console.enabled:
+        mount_console(app)
     return app
+
+
+def mount_console(app: FastAPI) -> None:
+    """The web console (``vlrouter.ui``): the page and its static files at /ui, its JSON at /ui/api."""
+    from fastapi.staticfiles import StaticFiles
+
+    from vlrouter.ui.routes import STATIC, console_api, console_page
+
+    app.include_router(console_page)
+    app.include_router(console_api)
+    app.mount("/ui/static", StaticFiles(directory=STATIC), name="console-static")
 
 
 def worker_app() -> FastAPI:

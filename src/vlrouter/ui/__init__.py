@@ -1,0 +1,1 @@
+"""The web console at ``/ui``: static pages (``static/``) and the JSON endpoints they read (``routes``)."""
