@@ -70,9 +70,12 @@ def curve_plot(report: dict, path: str | Path, *, scenario: str = "quality", tit
         label = {"mlp": f"mlp (router, {scenario} weights)", "random": "random at matched share",
                  "oracle": "oracle (realised gain)"}.get(name, name)
         ax.plot([p[0] for p in points], [p[1] for p in points], line, color=color, lw=width, label=label)
+    marks = iter([("tab:red", "*"), ("tab:purple", "P"), ("tab:brown", "X"), ("tab:pink", "D")])
     for name, f in report.get("floors", {}).items():
-        ax.scatter([f["edge_share"]], [f["retention"]], marker="*", s=180, zorder=4,
-                   label=f"{name}: floor {f['floor']:.0%}, {f['verdict']}")
+        color, marker = next(marks, ("k", "o"))
+        ax.scatter([f["edge_share"]], [f["retention"]], marker=marker, s=150, zorder=4, color=color,
+                   edgecolors="white", label=f"{name}: floor {f['floor']:.0%}, retention {f['retention']:.1%}, "
+                                          f"{f['verdict']}")
         ax.axhline(f["floor"], color="0.8", lw=0.8, zorder=0)
     ax.set_xlabel("edge share")
     ax.set_ylabel(f"quality retention (vs all-cloud {report['all_cloud_model']})")
