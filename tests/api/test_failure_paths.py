@@ -96,9 +96,9 @@ def one_row(db, request_id: str) -> dict:
     return rows[0]
 
 
-def chunked(data: bytes, piece: int = 1000):
-    for i in range(0, len(data), piece):
-        yield data[i:i + piece]
+def chunked(data: bytes, piece: int = 1000) -> list[bytes]:
+    """A body httpx sends chunked (an iterable, no Content-Length); a list, so that it can be sent again."""
+    return [data[i:i + piece] for i in range(0, len(data), piece)]
 
 
 # (what to send, expected status, expected error code): each sent with its own request id
