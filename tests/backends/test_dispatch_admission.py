@@ -68,15 +68,18 @@ def test_a_stream_takes_an_admission_slot():
     assert len(edge.calls) == 1
 
 
-def test_a_stream_that_fails_before_its_first_token_gives_its_slot_back():
-    edge, cloud = Upstream(), Upstream(error(500, "down"), error(500, "down"))
+def test_every_way_a_stream_ends_gives_its_slot_back():
+    # down (5xx: fall-back-able), refused (4xx: a 502, no fallback), then two that stream to the end
+    edge, cloud = Upstream(), Upstream(error(500, "down"), error(400, "no"), error(500, "down"))
     with gateway(edge, cloud, cloud=ONE_SLOT) as http:
-        for _ in range(2):
+        expected = [(503, "backend_unavailable"), (502, "backend_rejected"), (503, "backend_unavailable")]
+        for status, code in expected:
             resp = http.post("/v1/chat/completions", json={**HI, "model": "cloud", "stream": True})
-            assert (resp.status_code, resp.json()["error"]["code"]) == (503, "backend_unavailable")
-        ok = http.post("/v1/chat/completions", json={**HI, "model": "cloud", "stream": True})
-        assert ok.status_code == 200 and ok.text.rstrip().endswith("data: [DONE]")
-    assert len(cloud.calls) == 3  # each one was admitted: no slot leaked
+            assert (resp.status_code, resp.json()["error"]["code"]) == (status, code)
+        for _ in range(2):
+            ok = http.post("/v1/chat/completions", json={**HI, "model": "cloud", "stream": True})
+            assert ok.status_code == 200 and ok.text.rstrip().endswith("data: [DONE]")
+    assert len(cloud.calls) == 5  # each one was admitted: no slot leaked
 
 
 def test_busy_edge_and_down_cloud_is_503_not_429():
