@@ -20,7 +20,7 @@ from tests.backends.test_retry import Upstream, error
 from tests.conftest import ThreadServer
 from vlrouter.config import Settings
 
-COOLDOWN_S = 1.0  # generous next to the three ~ms requests that must land inside it
+COOLDOWN_S = 2.0  # generous next to the three requests of milliseconds that must land inside it
 FAILURES = 3
 # a reasoning cue and ~120 words: the complexity rule sends it to the cloud under "quality"
 ASK = {"messages": [{"role": "user", "content": "Explain step by step why " + "detail " * 120}], "max_tokens": 2}

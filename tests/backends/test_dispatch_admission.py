@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -66,6 +67,17 @@ def test_a_stream_takes_an_admission_slot():
         assert (busy.status_code, busy.json()["error"]["code"]) == (429, "backend_busy")
         assert busy.headers["retry-after"] == "2"
     assert len(edge.calls) == 1
+
+
+def test_the_queue_holds_max_queue_requests_and_the_busy_error_says_so():
+    edge = Upstream(*[("sleep", 1.5)] * 3)  # each admitted request holds its slot for 1.5 s
+    with gateway(edge, Upstream(), edge={"max_in_flight": 1, "max_queue": 2, "retry_after_s": 2}) as http, \
+            ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: http.post("/v1/chat/completions", json={**HI, "model": "edge"}), range(4)))
+    assert sorted(r.status_code for r in answers) == [200, 200, 200, 429]  # 1 in flight + 2 queued, 1 refused
+    (busy,) = [r.json()["error"] for r in answers if r.status_code == 429]
+    assert busy["code"] == "backend_busy" and "edge: backend edge: busy (1 in flight, 2 queued)" in busy["message"]
+    assert len(edge.calls) == 3
 
 
 def test_every_way_a_stream_ends_gives_its_slot_back():
