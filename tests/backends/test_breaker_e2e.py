@@ -80,6 +80,9 @@ def test_failures_fall_back_open_the_circuit_and_a_probe_closes_it(failure):
             assert len(cloud.calls) == i + 1
         for stream in (False, True, False):  # open: neither path calls the cloud
             assert ask(http, stream) == ("edge", "cloud")
+        forced = http.post("/v1/chat/completions", json={**ASK, "model": "cloud"})  # no fallback for a forced model
+        assert (forced.status_code, forced.json()["error"]["code"]) == (503, "backend_unavailable")
+        assert "cloud: circuit open" in forced.json()["error"]["message"]
         assert len(cloud.calls) == FAILURES, "the open circuit still sent requests to the cloud"
         assert until_probed(http, cloud, FAILURES) == ("edge", "cloud")  # the probe fails: open again
         probe_failed_at = len(cloud.calls)

@@ -100,6 +100,8 @@ def test_busy_edge_and_down_cloud_is_503_not_429():
         resp = http.post("/v1/chat/completions", json=HI)  # auto: edge (busy), then the cloud (down)
         assert (resp.status_code, resp.json()["error"]["code"]) == (503, "backend_unavailable")
         assert "retry-after" not in resp.headers
+        message = resp.json()["error"]["message"]  # what each backend said, in chain order
+        assert "edge: backend edge: busy (1 in flight, 0 queued); cloud: backend cloud: HTTP 500" in message
     assert len(cloud.calls) == 1
 
 
