@@ -42,6 +42,12 @@ def test_row_weights_are_clipped_inverse_propensities():
     assert outcomes([[1, 0]], [[True, False]], None).row_weights().tolist() == [1.0]
 
 
+def test_refs_round_trip_as_a_dict():  # how a checkpoint stores them
+    refs = UtilityRefs(2.5, 40.0, "latency", "cost")
+    assert refs.to_dict() == {"lat_ref": 2.5, "energy_ref": 40.0, "lat_source": "latency", "energy_source": "cost"}
+    assert UtilityRefs(**refs.to_dict()) == refs
+
+
 def test_snips_estimate_by_hand():
     # q0, q1 served by the edge (right, wrong); q2, q3 by the cloud (both right)
     o = outcomes([[1, 0.3], [0, 0.3], [0.3, 1], [0.3, 1]],
