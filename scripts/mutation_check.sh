@@ -34,8 +34,8 @@ declare -A TESTS=(
   [pipeline]="tests/api/test_failure_paths.py tests/api/test_backpressure.py tests/api/test_rate_limits.py
               tests/backends/test_breaker_e2e.py tests/backends/test_dispatch_admission.py"
   [decision_log]="tests/telemetry/test_ips.py tests/api/test_rate_limits.py"
-  [utility]="tests/router/test_scenario.py tests/router/test_rules.py tests/router/test_planner.py
-             tests/telemetry/test_ips.py"
+  [utility]="tests/router/test_scenario.py tests/router/test_scenario_errors.py tests/router/test_utility.py
+             tests/router/test_rules.py tests/router/test_planner.py tests/telemetry/test_ips.py"
   [calibration]="tests/router/test_calibration.py tests/router/test_calibration_edges.py"
 )
 ORDER=(fallback pipeline decision_log utility calibration)
