@@ -71,4 +71,4 @@ def test_weights_of_out_of_range_propensities_and_a_single_observed_row():
     o = Outcomes.from_dataset(dataset(propensity=[2.0, 1.0, 0.5]), np.arange(3))
     assert o.row_weights().tolist() == [1.0, 1.0, 2.0]  # a propensity above 1 is clipped to 1
     # only q0's edge counts (weight 1): its value is defined
-    assert o.value(np.array([0, 0, 0]), np.array([0]), np.array([0, 1.0, 0])) == 1.0
+    assert o.value(np.array([0]), np.array([0]), np.array([0, 1.0, 0])) == 1.0
