@@ -205,3 +205,25 @@ def test_rate_limited_request_is_logged_once(tmp_path):
         assert len(stack.edge.calls) == 2  # the refused one never reached a backend
     finally:
         stack.close()
+
+
+def test_a_streamed_answer_is_accounted_like_a_plain_one(stack):
+    """(From the mutation check's survivors in ``Relay``.) The upstream streams "fi", "ne" and then
+    usage (3 prompt + 1 completion tokens): the row and the usage chunk carry them, with a TTFT."""
+    rid = new_id()
+    body = {**HI, "model": "cloud", "stream": True, "stream_options": {"include_usage": True}}
+    with stack.http.stream("POST", CHAT, json=body, headers={**KEY, "x-request-id": rid}) as resp:
+        chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line and line != "data: [DONE]"]
+    usage = chunks[-1]["usage"]
+    assert chunks[-1]["choices"] == [] and (usage["prompt_tokens"], usage["completion_tokens"]) == (3, 1)
+    assert usage["energy_source"] == "estimate" and usage["energy_j"] > 0  # a remote backend that reports none
+    row = one_row(stack.db, rid)
+    assert (row["status"], row["error_code"], row["prompt_tokens"], row["completion_tokens"]) == (200, None, 3, 1)
+    assert row["ttft_ms"] is not None and 0 < row["ttft_ms"] <= row["e2e_ms"]
+    assert (row["energy_source"], row["energy_j"]) == ("estimate", usage["energy_j"])
+    stack.cloud.script[:] = [sse({"choices": [{"delta": {"content": "fi"}}]}, {"error": {"message": "died"}})]
+    with stack.http.stream("POST", CHAT, json=body, headers=KEY) as resp:
+        assert [line for line in resp.iter_lines() if line][-1] == "data: [DONE]"
+    metrics = stack.http.get("/metrics").text
+    assert 'vlrouter_requests_total{backend="cloud",status="200",tier="cloud"}' in metrics
+    assert 'vlrouter_requests_total{backend="cloud",status="503",tier="cloud"}' in metrics  # the failed stream
