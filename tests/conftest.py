@@ -5,6 +5,10 @@
 * ``model_server``: ``vlrouter serve-model`` on that model, as its own process (killable).
 * ``make_gateway``: a gateway app served by uvicorn in a thread on a free loopback port.
 
+Ports: a ``ThreadServer`` is handed a socket already bound to port 0 (no window in which another
+process can take the port). A ``ModelServer`` child binds its own port; if another process took it
+first the child exits with EADDRINUSE and is started again on a fresh port (at most three tries).
+
 Nothing here reads ``../shared`` or reaches a model hub.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -35,23 +40,27 @@ def free_port() -> int:
 
 
 class ModelServer:
-    """``vlrouter serve-model`` in a subprocess."""
+    """``vlrouter serve-model`` in a subprocess (restarted on a fresh port if its port was taken)."""
 
-    def __init__(self, model: Path, name: str, log_path: Path, *extra: str):
-        self.port = free_port()
-        self.name = name
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(model), "--name", name,
-               "--port", str(self.port), "--threads", "1", "--log-level", "warning", *extra]
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+    def __init__(self, model: Path, name: str, log_path: Path, *extra: str, tries: int = 3):
         from vlrouter.cli import wait_ready
 
-        try:
-            wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.proc, timeout_s=120)
-        except Exception:
-            self.stop()
-            raise RuntimeError(f"serve-model failed to start: {log_path.read_text()[-2000:]}") from None
+        self.name = name
+        for attempt in range(1, tries + 1):
+            self.port = free_port()
+            self.base_url = f"http://127.0.0.1:{self.port}/v1"
+            cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(model), "--name", name,
+                   "--port", str(self.port), "--threads", "1", "--log-level", "warning", *extra]
+            self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+            try:
+                wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.proc, timeout_s=120)
+                return
+            except Exception:
+                self.stop()
+                output = log_path.read_text(errors="replace")
+                if "address already in use" not in output.lower() or attempt == tries:
+                    raise RuntimeError(f"serve-model failed to start: {output[-2000:]}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -70,11 +79,14 @@ class ThreadServer:
     def __init__(self, app):
         import uvicorn
 
-        self.port = free_port()
+        self.app = app
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))  # bound before anyone is told the port: no race for it
+        self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
@@ -88,6 +100,19 @@ class ThreadServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        self.socket.close()
+
+
+@pytest.fixture(scope="session")
+def energy_source() -> str:
+    """The energy source this machine's meters pick (``build_ledger``'s order, default settings): every
+    local generation, and every ``serve-model`` process on this machine, reports this one."""
+    from vlrouter.config import EnergyConfig
+    from vlrouter.meters.energy import build_ledger
+
+    cfg = EnergyConfig()
+    return build_ledger(prefer_gpu=cfg.prefer_gpu, powercap_root=cfg.powercap_root, i2c_root=cfg.i2c_root,
+                        watts_per_core=cfg.watts_per_core, sample_interval_s=cfg.sample_interval_s).source
 
 
 @pytest.fixture(scope="session")

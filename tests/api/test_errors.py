@@ -41,7 +41,7 @@ def assert_error(resp, status: int, code: str | None = None) -> dict:
 
 BAD_CHAT = {
     "malformed_json": (b'{"messages": [', 400, "invalid_json"),
-    "not_an_object": (b"[1, 2]", 400, None),
+    "not_an_object": (b"[1, 2]", 400, "invalid_value"),
     "missing_messages": ({"model": "vlrouter-auto"}, 400, "invalid_value"),
     "empty_messages": ({"messages": []}, 400, "invalid_value"),
     "empty_content": (user(""), 400, "invalid_value"),
@@ -102,8 +102,8 @@ def test_body_too_large(http):
 
 
 def test_unknown_route_and_method(http):
-    assert_error(http.get("/v1/nothing"), 404)
-    assert_error(http.get(CHAT), 405)
+    assert_error(http.get("/v1/nothing"), 404, "not_found")
+    assert_error(http.get(CHAT), 405, "method_not_allowed")
 
 
 def test_worker_survives_a_burst_of_bad_input(http):

@@ -19,4 +19,8 @@ def test_routed_requests_use_the_pipeline(make_gateway, features_config, photo_d
         assert 'vlrouter_feature_cache_total{encoder="image",result="miss"} 1.0' in metrics
         assert 'vlrouter_feature_cache_total{encoder="image",result="hit"} 1.0' in metrics
         forced = http.post("/v1/chat/completions", json={**body, "model": "edge"})
-        assert forced.status_code == 200  # forced requests skip the pipeline
+        assert forced.status_code == 200
+        cache = sorted(line for line in metrics.splitlines() if line.startswith("vlrouter_feature_cache_total"))
+        after = sorted(line for line in http.get("/metrics").text.splitlines()
+                       if line.startswith("vlrouter_feature_cache_total"))
+        assert cache and after == cache  # forced requests skip the pipeline: no hit, no miss

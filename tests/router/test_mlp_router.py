@@ -214,7 +214,9 @@ def test_cli_train_calibrate_eval_and_gateway(trained, bench, features_config, t
                       routing={"policy": "mlp", "checkpoint": str(out)}) as gw:
         body = httpx.post(gw.url + "/infer", json={"text": "How many red circles are there?", "max_tokens": 1},
                           timeout=60).json()
-        assert body["policy"] == "mlp" and "margin" in body["scores"] and -5 <= body["threshold"] <= 5
+        assert body["policy"] == "mlp" and "margin" in body["scores"]
+        tau = json.loads((out / "router.json").read_text())["thresholds"]["quality"]
+        assert body["threshold"] == pytest.approx(tau, abs=1e-4)
 
 
 def test_cost_heads_and_ensemble_mean(trained):

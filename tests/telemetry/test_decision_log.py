@@ -40,7 +40,8 @@ def send(client: httpx.Client, i: int) -> int:
     return client.post("/v1/chat/completions", json=GOOD).status_code
 
 
-def test_one_row_per_request_under_load_with_bad_input_and_a_killed_backend(make_gateway, tiny_vlm, tmp_path):
+def test_one_row_per_request_under_load_with_bad_input_and_a_killed_backend(make_gateway, tiny_vlm, tmp_path,
+                                                                            energy_source):
     db = tmp_path / "decisions.db"
     cloud = ModelServer(tiny_vlm, "tiny-cloud", tmp_path / "cloud.log")
     n = 200
@@ -75,7 +76,7 @@ def test_one_row_per_request_under_load_with_bad_input_and_a_killed_backend(make
     assert gone["stream"] == 1 and gone["energy_j"] is None  # cancelled before the backend reported
     ok = [r for r in ok if r is not gone]
     # every answered request carries its latency terms and energy, labelled with where it came from
-    assert all(r["energy_source"] in ("nvml", "nvml-power", "jetson-ina", "rapl", "estimate") for r in ok)
+    assert {r["energy_source"] for r in ok} == {energy_source}  # edge and cloud meter on this machine
     assert all(r["energy_j"] >= 0 and r["ttft_ms"] is not None for r in ok)
     assert all(r["queue_ms"] is not None for r in ok if r["tier"] == "edge")  # the in-process worker queue
 
