@@ -6,9 +6,9 @@ import base64
 
 from tests.api.test_errors import assert_error, png
 
-FIELDS = {"answer", "tier", "backend", "model", "scenario", "policy", "scores", "threshold", "explore", "route_ms",
-          "latency_ms", "queue_ms", "ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s", "tokens", "energy_j",
-          "energy_source", "energy_attribution", "finish_reason", "fallback", "request_id"}
+FIELDS = {"answer", "tier", "backend", "model", "scenario", "policy", "scores", "threshold", "min_quality", "why",
+          "explore", "route_ms", "latency_ms", "queue_ms", "ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s", "tokens",
+          "energy_j", "energy_source", "energy_attribution", "finish_reason", "fallback", "request_id"}
 
 
 def test_multipart_upload_with_real_photo(http, photo_jpeg, energy_source):
@@ -43,7 +43,8 @@ def test_json_with_base64_and_data_url(http, photo_jpeg):
         resp = http.post("/infer", json={"text": "What is this?", "image": image, "max_tokens": 2,
                                          "scenario": {"speed": 1, "quality": 1, "energy": 0}})
         assert resp.status_code == 200, resp.text
-        assert resp.json()["scenario"] == {"name": "custom", "speed": 0.5, "quality": 0.5, "energy": 0.0}
+        assert resp.json()["scenario"] == {"name": "custom", "speed": 0.5, "quality": 0.5, "energy": 0.0,
+                                           "min_quality": 0.932}  # default_floor(0.5)
 
 
 def test_forced_model_reports_null_threshold(http):

@@ -12,7 +12,7 @@ MESSAGES = [
     ("warp", f"unknown scenario 'warp'; {USE}"),
     ("[1]", f"unknown scenario '[1]'; {USE}"),
     (5, "scenario must be a preset name or an object, got int"),
-    ({"colour": 1}, "unknown scenario keys ['colour']; use ['speed', 'quality', 'energy']"),
+    ({"colour": 1}, "unknown scenario keys ['colour']; use ['speed', 'quality', 'energy', 'min_quality']"),
     ({"speed": "x"}, "scenario weight 'speed' must be a number, got 'x'"),
     ({"speed": True}, "scenario weight 'speed' must be a number, got True"),
     ({"speed": -1}, "scenario weight 'speed' must be finite and >= 0, got -1"),
@@ -32,9 +32,10 @@ def test_each_bad_scenario_is_told_what_is_wrong(bad, message):
 
 
 def test_how_a_scenario_is_reported():
-    assert parse_scenario("fast").as_dict() == {"name": "fast", "speed": 0.6, "quality": 0.3, "energy": 0.1}
+    assert parse_scenario("fast").as_dict() == {"name": "fast", "speed": 0.6, "quality": 0.3, "energy": 0.1,
+                                                "min_quality": 0.9}
     assert parse_scenario({"speed": 1, "quality": 3}).as_dict() == \
-        {"name": "custom", "speed": 0.25, "quality": 0.75, "energy": 0.0}
+        {"name": "custom", "speed": 0.25, "quality": 0.75, "energy": 0.0, "min_quality": 0.972}
     assert [str(parse_scenario(p)) for p in ("Energy", " quality ")] == ["energy", "quality"]
     assert str(parse_scenario({"speed": 1, "quality": 2})) == "speed=0.333,quality=0.667,energy=0"
     assert parse_scenario({"speed": 0, "quality": 1}).as_tuple() == (0.0, 1.0, 0.0)  # a zero weight is allowed
