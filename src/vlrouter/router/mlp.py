@@ -350,4 +350,6 @@ class MLPRouter(Router):
                      thresholds=meta["thresholds"], decision=meta.get("decision", "utility"), meta=extra,
                      calibration=calibration)
         router.source = str(path)
+        for name in PRESETS:  # the presets' floor walks, before the first request needs them
+            router.floor_fit(parse_scenario(name))
         return router
