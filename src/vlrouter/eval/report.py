@@ -56,6 +56,16 @@ def floor_lines(report: dict) -> list[str]:
     return lines
 
 
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def curve_plot(report: dict, path: str | Path, *, scenario: str = "quality", title: str = "") -> Path:
     """Retention vs edge share of the router and the baselines under one scenario, with every preset's point."""
     import matplotlib
@@ -83,11 +93,7 @@ def curve_plot(report: dict, path: str | Path, *, scenario: str = "quality", tit
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title(title or f"quality vs edge share ({report['split']} split, n={report['n']})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def format_table(report: dict) -> str:
@@ -132,8 +138,4 @@ def pareto_plot(report: dict, curve: list[dict], path: str | Path, *, scenario: 
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right")
     fig.suptitle(title or f"quality vs energy and latency ({scenario} scenario, {report['split']} split)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
