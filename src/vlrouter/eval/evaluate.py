@@ -36,7 +36,7 @@ import numpy as np
 from vlrouter.eval.dataset import RoutingDataset
 from vlrouter.eval.floors import curves, floor_report, group_gain
 from vlrouter.router.mlp import MLPRouter, Prediction
-from vlrouter.router.scenario import KEYS, PRESETS, parse_scenario
+from vlrouter.router.scenario import PRESETS, scenario_for
 from vlrouter.router.utility import Outcomes
 
 BETA = 0.1
@@ -212,7 +212,7 @@ def evaluate(ds: RoutingDataset, X: np.ndarray, router: MLPRouter, *, split: str
     gains = (group_gain(ds, out, train_idx, idx, lookup, all_cloud, best_edge, _group_key) if lookup else None)
     for name, w_tuple in (scenarios or PRESETS).items():
         w = np.array(w_tuple, dtype=float)
-        scen = parse_scenario(name if name in PRESETS else dict(zip(KEYS, map(float, w_tuple), strict=True)))
+        scen = scenario_for(name, w_tuple)
         w_op, tau = router.operating_point(scen)
         pred = router.predict(X[idx], w_op)
         mlp = router.choose(pred, tau)

@@ -30,7 +30,6 @@ def verdict(retention: float, high: float, floor: float) -> str:
 
 def floor_report(out, idx: np.ndarray, chosen: np.ndarray, ref: int, floor: float, status: str | None,
                  tiers: np.ndarray, has: dict[str, bool]) -> dict:
-    rows = np.arange(len(idx))
     q, q_ref = out.quality[idx, chosen], out.quality[idx, ref]
     retention, low, high = ratio_interval(q, q_ref)
     res = {"floor": floor, "status": status, "retention": retention, "retention_ci95": [low, high],
@@ -38,7 +37,7 @@ def floor_report(out, idx: np.ndarray, chosen: np.ndarray, ref: int, floor: floa
     for key in ("latency", "energy", "cost"):
         matrix = getattr(out, key)
         ref_mean = float(matrix[idx, ref].mean())
-        res[f"{key}_reduction"] = (1 - float(matrix[idx, chosen][rows].mean()) / ref_mean
+        res[f"{key}_reduction"] = (1 - float(matrix[idx, chosen].mean()) / ref_mean
                                    if has[key] and ref_mean > 0 else None)
     res["verdict"] = verdict(retention, high, floor)
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}

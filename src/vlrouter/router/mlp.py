@@ -46,7 +46,7 @@ from vlrouter.router.base import Decision, Router, RoutingInput
 from vlrouter.router.calibration import corner_taus
 from vlrouter.router.explain import Attributor, why
 from vlrouter.router.risk import CalibrationSet, FloorFit
-from vlrouter.router.scenario import FLOORS, PRESETS, Scenario, parse_scenario
+from vlrouter.router.scenario import FLOORS, PRESETS, Scenario, parse_scenario, scenario_for
 from vlrouter.router.utility import UtilityRefs
 
 FORMAT = "vlrouter-mlp-router/3"  # /3 checkpoints without held-out predictions load with fixed taus
@@ -202,28 +202,28 @@ class MLPRouter(Router):
             return None
         return self.calibration.fit(scenario.as_tuple(), self.floor_for(scenario))
 
+    def _operating(self, scenario: Scenario) -> tuple[np.ndarray, float, FloorFit | None]:
+        fit = self.floor_fit(scenario)
+        if fit is not None:
+            return np.array(fit.weights), 0.0, fit
+        if scenario.name in self.thresholds and scenario.min_quality is None:  # a pinned or fixed preset tau
+            return np.array(scenario.as_tuple()), self.thresholds[scenario.name], None
+        tau = float(np.clip(np.dot(scenario.as_tuple(), self._corner), *self.threshold_range))
+        return np.array(scenario.as_tuple()), tau, None
+
     def operating_point(self, scenario: Scenario) -> tuple[np.ndarray, float]:
         """The weights the router scores with and the margin threshold: the floor's (``router.risk``:
         quality weight raised, threshold 0), or the scenario's weights with a pinned / fixed tau."""
-        fit = self.floor_fit(scenario)
-        if fit is not None:
-            return np.array(fit.weights), 0.0
-        return np.array(scenario.as_tuple()), self.threshold(scenario)
+        w, tau, _ = self._operating(scenario)
+        return w, tau
 
     def operating_point_for(self, name: str, w=None) -> tuple[np.ndarray, float]:
         """``operating_point`` of a preset by name, or of the weights ``w`` of another named scenario."""
-        if name in PRESETS or w is None:
-            return self.operating_point(parse_scenario(name))
-        return self.operating_point(parse_scenario(dict(zip(("speed", "quality", "energy"), map(float, w),
-                                                            strict=True))))
+        return self.operating_point(scenario_for(name, w))
 
     def threshold(self, scenario: Scenario) -> float:
         """The margin threshold (0 under a floor fit: its weights carry the decision)."""
-        if self.floor_fit(scenario) is not None:
-            return 0.0
-        if scenario.name in self.thresholds and scenario.min_quality is None:
-            return self.thresholds[scenario.name]
-        return float(np.clip(np.dot(scenario.as_tuple(), self._corner), *self.threshold_range))
+        return self._operating(scenario)[1]
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         self.thresholds = dict(thresholds)
@@ -258,12 +258,12 @@ class MLPRouter(Router):
 
     def route(self, query: RoutingInput) -> Decision:
         x = self._features(query)
-        w, tau = self.operating_point(query.scenario)
+        w, tau, fit = self._operating(query.scenario)
         pred = self.predict(x, w)
         idx = int(self.choose(pred, tau)[0])
         margin = float(self.margins(pred)[0])
         tier = self.models[idx]["tier"]
-        why = self._why(query, x, pred, margin, tau)
+        why = self._why(query, x, pred, margin, tau, fit)
         p_cloud = float(pred.probs[0, self.tiers == "cloud"].sum())
         scores = {"p_cloud": round(p_cloud, 4)}
         if np.isfinite(margin):  # a single-tier router has no margin
@@ -280,8 +280,8 @@ class MLPRouter(Router):
         return Decision(tier=tier, policy=self.name, threshold=round(tau, 4), scores=scores, reason=reason,
                         model=self.models[idx]["name"], floor=why["min_quality"], explanation=why)
 
-    def _why(self, query: RoutingInput, x: np.ndarray, pred: Prediction, margin: float, tau: float) -> dict:
-        fit = self.floor_fit(query.scenario)
+    def _why(self, query: RoutingInput, x: np.ndarray, pred: Prediction, margin: float, tau: float,
+             fit: FloorFit | None) -> dict:
         status = fit.status if fit is not None else ("pinned" if query.scenario.name in self.pinned else "fixed")
         return why(self, x, pred, margin=margin, tau=tau, floor=self.floor_for(query.scenario), status=status)
 

@@ -130,6 +130,14 @@ def _number(text: str, item: str) -> float:
         raise ScenarioError(f"scenario weight {item!r} is not key=number") from exc
 
 
+def scenario_for(name: str, weights=None) -> Scenario:
+    """A named scenario: the preset ``name``, or (an ``extra_scenarios`` entry, e.g. "quality-only")
+    its ``weights`` (speed, quality, energy) under the default floor rule."""
+    if name in PRESETS or weights is None:
+        return parse_scenario(name)
+    return from_weights(dict(zip(KEYS, map(float, weights), strict=True)))
+
+
 def parse_scenario(value: Any) -> Scenario:
     """Parse a body field or header value into a normalised Scenario."""
     if isinstance(value, Scenario):

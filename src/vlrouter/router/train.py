@@ -38,7 +38,7 @@ from vlrouter.features.spec import FeatureSpec
 from vlrouter.router.cascade import calibrate_band
 from vlrouter.router.mlp import MLPRouter, Prediction, RouterNet
 from vlrouter.router.risk import CalibrationSet
-from vlrouter.router.scenario import PRESETS, parse_scenario
+from vlrouter.router.scenario import PRESETS, scenario_for
 from vlrouter.router.utility import Outcomes
 
 torch = import_torch()
@@ -162,9 +162,7 @@ def floor_taus(router: MLPRouter, preds: dict[str, Prediction], outcomes: Outcom
     router.calibration = calibration_set(router, next(iter(preds.values())), outcomes, idx)
     taus, report = {}, {}
     for name, w in scenarios.items():
-        scenario = parse_scenario(name) if name in PRESETS else parse_scenario(dict(zip(
-            ("speed", "quality", "energy"), map(float, w), strict=True)))
-        fit = router.calibration.fit(w, router.floor_for(scenario))
+        fit = router.calibration.fit(w, router.floor_for(scenario_for(name, w)))
         taus[name] = 0.0  # the fit's weights carry the decision (router.risk)
         report[name] = fit.as_dict()
     return taus, report
