@@ -5,9 +5,9 @@
 * ``model_server``: ``vlrouter serve-model`` on that model, as its own process (killable).
 * ``make_gateway``: a gateway app served by uvicorn in a thread on a free loopback port.
 
-Ports: a ``ThreadServer`` is handed a socket already bound to port 0 (no window in which another
-process can take the port). A ``ModelServer`` child binds its own port; if another process took it
-first the child exits with EADDRINUSE and is started again on a fresh port (at most three tries).
+Ports: a ``ThreadServer`` is handed a socket already bound to port 0, and so is every server child
+(``start_server``: the bound socket is inherited as ``--fd``); no window in which another process
+can take the port.
 
 Nothing here reads ``../shared`` or reaches a model hub.
 """
@@ -39,38 +39,60 @@ def free_port() -> int:
     return _free_port()
 
 
+def eventually(check, timeout_s: float = 10.0, interval_s: float = 0.02):
+    """Poll ``check()`` until it returns something truthy (returned) or ``timeout_s`` passes (AssertionError
+    with the last value): a deadline instead of a fixed sleep for work another thread finishes."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {getattr(check, '__name__', check)} -> {value!r}")
+        time.sleep(interval_s)
+    return value
+
+
+def start_server(cmd: list[str], log_path: Path, *, timeout_s: float = 180, **popen) -> tuple[subprocess.Popen, int]:
+    """Start a vlrouter server command (``serve``, ``serve-model``, ``scripts/serve``) on a socket this
+    process bound to a port the kernel picked, handed to the child as ``--fd``: no other process can
+    take the port in between. Returns the process and its port once ``/readyz`` answers 200; the
+    child's output goes to ``log_path`` (its tail is in the error if it fails to start)."""
+    from vlrouter.cli import bound_socket, wait_ready
+
+    with bound_socket() as sock, open(log_path, "wb") as log:
+        port = sock.getsockname()[1]
+        proc = subprocess.Popen([*cmd, "--fd", str(sock.fileno())], pass_fds=(sock.fileno(),), cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, **popen)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=timeout_s)
+    except (RuntimeError, TimeoutError):
+        stop_process(proc)
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed to start: {log_path.read_text(errors='replace')[-2000:]}"
+                           ) from None
+    return proc, port
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ModelServer:
-    """``vlrouter serve-model`` in a subprocess (restarted on a fresh port if its port was taken)."""
+    """``vlrouter serve-model`` in a subprocess, on a socket bound here (``start_server``)."""
 
-    def __init__(self, model: Path, name: str, log_path: Path, *extra: str, tries: int = 3):
-        from vlrouter.cli import wait_ready
-
+    def __init__(self, model: Path, name: str, log_path: Path, *extra: str):
         self.name = name
-        for attempt in range(1, tries + 1):
-            self.port = free_port()
-            self.base_url = f"http://127.0.0.1:{self.port}/v1"
-            cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(model), "--name", name,
-                   "--port", str(self.port), "--threads", "1", "--log-level", "warning", *extra]
-            self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
-            try:
-                wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.proc, timeout_s=120)
-                return
-            except Exception:
-                self.stop()
-                output = log_path.read_text(errors="replace")
-                if "address already in use" not in output.lower() or attempt == tries:
-                    raise RuntimeError(f"serve-model failed to start: {output[-2000:]}") from None
+        self.proc, self.port = start_server(
+            [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(model), "--name", name,
+             "--threads", "1", "--log-level", "warning", *extra], log_path, timeout_s=120)
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        stop_process(self.proc)
 
 
 class ThreadServer:

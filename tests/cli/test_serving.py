@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
-from vlrouter.cli import wait_ready
+from tests.conftest import start_server
 
 
 def test_serve_starts_cloud_standin(tmp_path, tiny_vlm):
-    port = free_port()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 backends:
@@ -24,21 +21,18 @@ backends:
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg), "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=180)
-            cards = {m["id"]: m for m in httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]}
-            assert cards["cloud-standin"]["standin"] is True
-            assert cards["cloud-standin"]["owned_by"] == "vlrouter-standin"
-            reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
-                               json={"model": "cloud", "messages": [{"role": "user", "content": "hi"}],
-                                     "max_tokens": 2})
-            assert reply.status_code == 200 and reply.headers["x-vlrouter-tier"] == "cloud"
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+    proc, port = start_server([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg)], log, env=env)
+    try:
+        cards = {m["id"]: m for m in httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]}
+        assert cards["cloud-standin"]["standin"] is True
+        assert cards["cloud-standin"]["owned_by"] == "vlrouter-standin"
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
+                           json={"model": "cloud", "messages": [{"role": "user", "content": "hi"}],
+                                 "max_tokens": 2})
+        assert reply.status_code == 200 and reply.headers["x-vlrouter-tier"] == "cloud"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
     text = log.read_text()
     assert "LOCAL STAND-IN" in text
     assert proc.returncode == 0
@@ -49,27 +43,23 @@ backends:
 
 def test_readme_serve_command_routes_with_the_trained_demo_router(tmp_path):
     """`scripts/serve` (README's main command) on the embedded defaults answers through the mlp router."""
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
     env["VLROUTER_LOG__PATH"] = str(tmp_path / "decisions.db")  # keep the checkout's data/ untouched
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(["bash", "scripts/serve", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=300)
-            base = f"http://127.0.0.1:{port}"
-            reply = httpx.post(f"{base}/v1/chat/completions", timeout=120,
-                               json={"model": "vlrouter-auto", "max_tokens": 1,
-                                     "messages": [{"role": "user", "content": "What is in the picture?"}]})
-            assert reply.status_code == 200, reply.text
-            assert reply.headers["x-vlrouter-policy"] == "mlp"
-            assert reply.headers["x-vlrouter-min-quality"] == "0.98"  # the default scenario, quality
-            card = httpx.get(f"{base}/v1/models").json()["data"][0]["router"]
-            assert card["checkpoint"] == "models/router-demo" and card["synthetic"] is True
-            assert card["floors"] == {"fast": 0.9, "quality": 0.98, "energy": 0.9}
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+    proc, port = start_server(["bash", "scripts/serve"], log, env=env, timeout_s=300, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        reply = httpx.post(f"{base}/v1/chat/completions", timeout=120,
+                           json={"model": "vlrouter-auto", "max_tokens": 1,
+                                 "messages": [{"role": "user", "content": "What is in the picture?"}]})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["x-vlrouter-policy"] == "mlp"
+        assert reply.headers["x-vlrouter-min-quality"] == "0.98"  # the default scenario, quality
+        card = httpx.get(f"{base}/v1/models").json()["data"][0]["router"]
+        assert card["checkpoint"] == "models/router-demo" and card["synthetic"] is True
+        assert card["floors"] == {"fast": 0.9, "quality": 0.98, "energy": 0.9}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
     text = log.read_text()
     assert "router: mlp (" in text and "SYNTHETIC outcomes" in text and "from models/router-demo" in text

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.conftest import ROOT, ThreadServer, fixed_answer_app, free_port
-from vlrouter.cli import wait_ready
+from tests.conftest import ThreadServer, fixed_answer_app, start_server
 from vlrouter.telemetry.decision_log import read_rows
 
 
 def test_two_workers_share_metrics_and_the_log(tmp_path):
-    port, db = free_port(), tmp_path / "decisions.sqlite"
+    db = tmp_path / "decisions.sqlite"
     with ThreadServer(fixed_answer_app()) as upstream:
         cfg = tmp_path / "cfg.yaml"
         cfg.write_text(f"""
@@ -27,32 +25,29 @@ backends:
   cloud: {{kind: openai, tier: cloud, base_url: "{upstream.url}/v1", model: m-cloud}}
 """)
         env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
-        with open(tmp_path / "serve.log", "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg),
-                                     "--port", str(port), "--workers", "2"],
-                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=120)
-                url = f"http://127.0.0.1:{port}"
-                body = {"model": "vlrouter-auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        proc, port = start_server([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg), "--workers", "2"],
+                                  tmp_path / "serve.log", env=env, timeout_s=120)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            body = {"model": "vlrouter-auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
-                def ask(_):
-                    with httpx.Client(base_url=url, timeout=30) as client:
-                        replies = [client.post("/v1/chat/completions", json=body) for _ in range(10)]
-                        # a fresh connection per feedback call: it may land on the other worker
-                        fb = httpx.post(f"{url}/v1/feedback", json={"request_id": replies[0].json()["id"], "score": 1})
-                        return [r.status_code for r in replies], fb.status_code
+            def ask(_):
+                with httpx.Client(base_url=url, timeout=30) as client:
+                    replies = [client.post("/v1/chat/completions", json=body) for _ in range(10)]
+                    # a fresh connection per feedback call: it may land on the other worker
+                    fb = httpx.post(f"{url}/v1/feedback", json={"request_id": replies[0].json()["id"], "score": 1})
+                    return [r.status_code for r in replies], fb.status_code
 
-                with ThreadPoolExecutor(4) as pool:
-                    results = list(pool.map(ask, range(4)))
-                assert all(codes == [200] * 10 and fb == 200 for codes, fb in results)
-                metrics = httpx.get(f"{url}/metrics").text
-                total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                            if line.startswith("vlrouter_requests_total{") and 'status="200"' in line)
-                assert total == 40  # the same sum whichever worker renders it
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+            with ThreadPoolExecutor(4) as pool:
+                results = list(pool.map(ask, range(4)))
+            assert all(codes == [200] * 10 and fb == 200 for codes, fb in results)
+            metrics = httpx.get(f"{url}/metrics").text
+            total = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                        if line.startswith("vlrouter_requests_total{") and 'status="200"' in line)
+            assert total == 40  # the same sum whichever worker renders it
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
     assert proc.returncode == 0
     rows = read_rows(db)
     assert len(rows) == 40 and len({r["request_id"] for r in rows}) == 40

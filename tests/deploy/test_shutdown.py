@@ -5,31 +5,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
 
 import httpx
 
-from tests.conftest import ROOT, free_port
-from vlrouter.cli import wait_ready
+from tests.conftest import start_server
 
 
 def refuses_connections(port: int, timeout_s: float) -> bool:
-    """Whether new connections to ``port`` are refused within ``timeout_s`` (polled every 50 ms)."""
+    """Whether new connections to ``port`` go unserved within ``timeout_s`` (polled every 50 ms)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.RemoteProtocolError):
+            # refused, or (connected in the instant before the listening socket closed) closed unanswered
             return True
         time.sleep(0.05)
     return False
 
 
 def test_sigterm_drains_streams_and_exits_0(tmp_path, tiny_vlm):
-    port = free_port()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"""
 server: {{graceful_shutdown_s: 30}}
@@ -37,11 +35,9 @@ log: {{enabled: true, path: "{tmp_path / 'decisions.db'}"}}
 backends: {{edge: {{kind: local, tier: edge, model_path: "{tiny_vlm}", threads: 1}}}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
-    proc = subprocess.Popen([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg), "--port", str(port),
-                             "--log-level", "warning"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_server([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg), "--log-level",
+                               "warning"], tmp_path / "serve.log", env=env, timeout_s=120)
     try:
-        wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=120)
         lines: list[str] = []
         started = threading.Event()
 

@@ -58,9 +58,18 @@ class PostgresServer:
         self._run([self.bindir / "initdb", "-D", self.data, "-U", self.user, "--auth=trust", "-E", "UTF8",
                    "--no-sync"], check=True)
         self.log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.admin = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
         self._count = 0
-        self.start()
+        # postgres binds its own port (it cannot take an inherited socket): if another process took the
+        # free port first, the server exits with "Address already in use" and starts again on a new one
+        for attempt in range(1, 4):
+            self.admin = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+            try:
+                self.start()
+                break
+            except RuntimeError as exc:
+                if "already in use" not in str(exc) or attempt == 3:
+                    raise
+                self.port = free_port()
 
     def start(self) -> None:
         """Start (or restart, after ``halt``) the server on the same port and data."""

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, ThreadServer, fixed_answer_app, free_port
-from vlrouter.cli import wait_ready
+from tests.conftest import ROOT, ThreadServer, fixed_answer_app, start_server
 from vlrouter.telemetry.decision_log import read_rows
 
 GOOD = {"model": "vlrouter-auto", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -21,13 +20,10 @@ CLOUD = {**GOOD, "messages": [{"role": "user", "content": "Explain step by step 
 N = 400
 
 
-def start_replica(cfg: Path, port: int, out: Path) -> subprocess.Popen:
+def start_replica(cfg: Path, out: Path) -> tuple[subprocess.Popen, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLROUTER_")}
-    with open(out, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg), "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_ready(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=120)
-    return proc
+    return start_server([sys.executable, "-m", "vlrouter", "serve", "--config", str(cfg)], out, env=env,
+                        timeout_s=120)
 
 
 def send(urls: list[str], i: int) -> tuple[str, int, int | None]:
@@ -67,8 +63,7 @@ backends:
   cloud: {{kind: openai, tier: cloud, base_url: "{cloud.url}/v1", model: m-cloud, max_retries: 0,
            timeouts: {{connect_s: 1}}}}
 """)
-        ports = [free_port(), free_port()]
-        procs = [start_replica(cfg, port, tmp_path / f"replica{k}.log") for k, port in enumerate(ports)]
+        procs, ports = zip(*(start_replica(cfg, tmp_path / f"replica{k}.log") for k in range(2)), strict=True)
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         try:
             with ThreadPoolExecutor(8) as pool:

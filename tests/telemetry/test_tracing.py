@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import openai
 import pytest
@@ -12,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.conftest import ThreadServer, gateway_settings
+from tests.conftest import ThreadServer, eventually, gateway_settings
 from vlrouter.api.app import build_app
 from vlrouter.telemetry.tracing import Tracing
 
@@ -64,6 +62,15 @@ def tree(exporter) -> dict:
     return {s.name: (s, by_id.get(s.parent.span_id) if s.parent else None) for s in spans}
 
 
+ROOT_SPAN = "POST /v1/chat/completions"
+
+
+def finished(exporter, *names: str) -> dict | None:
+    """The span tree once every span in ``names`` has ended (the request span ends after its last byte)."""
+    spans = tree(exporter)
+    return spans if set(names) <= spans.keys() else None
+
+
 def test_span_tree_of_a_request_with_client_trace_context(traced, photo_data_url):
     gw, exporter, seen = traced
     sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
@@ -71,8 +78,8 @@ def test_span_tree_of_a_request_with_client_trace_context(traced, photo_data_url
         model="vlrouter-auto", max_tokens=2, extra_headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
         messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": photo_data_url}},
                                                {"type": "text", "text": LONG}]}])
-    time.sleep(0.2)  # the request span ends after the last byte was sent
-    spans = tree(exporter)
+    # the request span ends after the last byte was sent
+    spans = eventually(lambda: finished(exporter, ROOT_SPAN, "chat tiny-cloud"))
     root, parent = spans["POST /v1/chat/completions"]
     assert parent is None and root.parent.span_id == int(CLIENT_SPAN, 16) and root.parent.is_remote
     assert {s.context.trace_id for s, _ in spans.values()} == {int(CLIENT_TRACE, 16)}  # one trace, the client's
@@ -100,8 +107,7 @@ def test_streamed_request_ends_the_backend_span_with_the_stream(traced):
     stream = sdk.chat.completions.create(model="cloud", max_tokens=4, stream=True,
                                          messages=[{"role": "user", "content": "hi"}])
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "fine"
-    time.sleep(0.2)
-    spans = tree(exporter)
+    spans = eventually(lambda: finished(exporter, ROOT_SPAN, "chat tiny-cloud"))
     root, _ = spans["POST /v1/chat/completions"]
     backend, parent = spans["chat tiny-cloud"]
     assert parent is root and root.parent is None  # no client context: a new trace
@@ -114,8 +120,7 @@ def test_failed_request_is_a_span_with_its_error(traced):
     gw, exporter, _ = traced
     resp = httpx.post(gw.url + "/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
     assert resp.status_code == 400
-    time.sleep(0.2)
-    root, _ = tree(exporter)["POST /v1/chat/completions"]
+    root, _ = eventually(lambda: finished(exporter, ROOT_SPAN))[ROOT_SPAN]
     assert root.attributes["http.response.status_code"] == 400 and root.attributes["error.type"] == "invalid_json"
 
 

@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from vlrouter.cli import logs, offline, serving
-from vlrouter.cli.supervise import free_port, wait_ready
+from vlrouter.cli.supervise import bound_socket, free_port, wait_ready
 from vlrouter.config import ConfigError
 
-__all__ = ["build_parser", "free_port", "main", "wait_ready"]
+__all__ = ["bound_socket", "build_parser", "free_port", "main", "wait_ready"]
 
 
 def build_parser() -> argparse.ArgumentParser:

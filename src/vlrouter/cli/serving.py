@@ -23,7 +23,7 @@ from vlrouter.config import (
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway, with a local stand-in for each cloud backend that has no URL."""
     server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level),
-                                ("workers", args.workers)) if v}
+                                ("workers", args.workers)) if v is not None}
     overrides = {"server": server} if server else {}
     settings = load_settings(args.config, **overrides)
     setup_logging(settings.server.log_level)
@@ -33,9 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     procs, standins = start_standins(settings)
     try:
         if settings.server.workers > 1:
-            run_workers(settings, args.config, overrides, standins)
+            run_workers(settings, args.config, overrides, standins, fd=args.fd)
         else:
-            run_uvicorn(build_app(settings, standins=standins), settings)
+            run_uvicorn(build_app(settings, standins=standins), settings, fd=args.fd)
     finally:
         stop_processes(procs)
     return 0
@@ -64,8 +64,12 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
     check_model_paths(settings)
     from vlrouter.api.app import build_app
 
-    run_uvicorn(build_app(settings), settings)
+    run_uvicorn(build_app(settings), settings, fd=args.fd)
     return 0
+
+
+FD_HELP = ("serve on an inherited socket that is already bound (file descriptor N, as systemd socket activation, a "
+           "supervisor or a test harness passes it) instead of binding --host/--port")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", type=Path, help="YAML settings file (default: configs/default.yaml)")
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8000)")
+    serve.add_argument("--fd", type=int, metavar="N", help=FD_HELP)
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--workers", type=int, metavar="N",
                        help="gateway processes sharing the port (default from config: 1); /metrics aggregates "
@@ -94,6 +99,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--name", help="model name clients use (default: the folder name)")
     sm.add_argument("--host", default="127.0.0.1")
     sm.add_argument("--port", type=int, default=8001)
+    sm.add_argument("--fd", type=int, metavar="N", help=FD_HELP)
     sm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sm.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     sm.add_argument("--api-key", default=os.environ.get("VLROUTER_SERVE_MODEL_API_KEY"),

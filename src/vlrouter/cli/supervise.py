@@ -28,10 +28,19 @@ def setup_logging(level: str) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that was free a moment ago."""
+    """A TCP port on ``host`` that was free a moment ago (another process may take it before it is
+    bound again: to hand a port to a child, pass it ``bound_socket()`` instead)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def bound_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound to a port the kernel picked on ``host``, for a child to serve on (``--fd``)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
@@ -57,14 +66,15 @@ def start_standins(settings: Settings) -> tuple[list[subprocess.Popen], frozense
     for name, b in settings.backends.items():
         if not isinstance(b, OpenAIBackendConfig) or b.base_url:
             continue
-        port = free_port()
+        sock = bound_socket()  # the child serves on this socket: no window in which the port can be taken
+        port = sock.getsockname()[1]
         cmd = [sys.executable, "-m", "vlrouter", "serve-model", "--model", str(b.standin_model),
-               "--name", b.model, "--host", "127.0.0.1", "--port", str(port),
-               "--log-level", settings.server.log_level]
+               "--name", b.model, "--fd", str(sock.fileno()), "--log-level", settings.server.log_level]
         log.warning("backend %s (tier %s): no base_url set (VLROUTER_CLOUD_BASE_URL); starting a LOCAL STAND-IN, "
                     "serve-model %s on 127.0.0.1:%d. Its answers do not come from a cloud model.",
                     name, b.tier, b.standin_model, port)
-        proc = subprocess.Popen(cmd, preexec_fn=die_with_parent)
+        with sock:
+            proc = subprocess.Popen(cmd, preexec_fn=die_with_parent, pass_fds=(sock.fileno(),))
         procs.append(proc)
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
@@ -109,22 +119,41 @@ def _exit_cleanly(signum, frame) -> None:
     raise SystemExit(0)
 
 
-def run_uvicorn(app, settings: Settings) -> None:
-    """Serve ``app`` with uvicorn on ``settings.server``; SIGTERM drains requests, then exits 0."""
+def run_uvicorn(app, settings: Settings, fd: int | None = None, **options) -> None:
+    """Serve ``app`` with uvicorn on ``settings.server`` (or on the inherited, bound socket ``fd``);
+    SIGTERM drains requests, then exits 0. ``options``: more ``uvicorn.Config`` arguments."""
     import uvicorn
 
     # uvicorn drains in-flight requests on SIGTERM, restores the previous handler and re-raises the
     # signal; with this handler that ends as SystemExit(0), so callers' `finally` blocks still run.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
-                access_log=settings.server.access_log,  # loop and http: uvloop + httptools when installed
-                timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
+    server = settings.server
+    options.update(log_level=server.log_level, access_log=server.access_log,  # uvloop + httptools when installed
+                   timeout_graceful_shutdown=int(server.graceful_shutdown_s))
+    if fd is None:
+        uvicorn.run(app, host=server.host, port=server.port, **options)
+        return
+    # The socket object is built on the inherited descriptor itself: uvicorn's own ``fd=`` serves on a
+    # duplicate and leaves the original open, so the port would go on accepting after shutdown began.
+    sock = socket.socket(fileno=fd)
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, host=host, port=port, **options)
+    if config.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    one = uvicorn.Server(config)
+    one.run(sockets=[sock])
+    if not one.started:
+        sys.exit(3)  # uvicorn's exit code for a failed start-up
 
 
 WORKER_ENV = "_VLROUTER_WORKER"  # how `serve --workers N` hands its settings to each worker process
 
 
-def run_workers(settings: Settings, config: Path | None, overrides: dict, standins: frozenset[str]) -> None:
+def run_workers(settings: Settings, config: Path | None, overrides: dict, standins: frozenset[str],
+                fd: int | None = None) -> None:
     """Serve with ``server.workers`` uvicorn worker processes on one port.
 
     Each worker rebuilds the settings from the same file, environment and flags (so secrets never
@@ -134,8 +163,6 @@ def run_workers(settings: Settings, config: Path | None, overrides: dict, standi
     import shutil
     import tempfile
 
-    import uvicorn
-
     metrics_dir = tempfile.mkdtemp(prefix="vlrouter-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[WORKER_ENV] = json.dumps({
@@ -143,9 +170,6 @@ def run_workers(settings: Settings, config: Path | None, overrides: dict, standi
         "standins": {name: settings.backends[name].base_url for name in standins}})
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        uvicorn.run("vlrouter.api.app:worker_app", factory=True, workers=settings.server.workers,
-                    host=settings.server.host, port=settings.server.port, log_level=settings.server.log_level,
-                    access_log=settings.server.access_log,
-                    timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s))
+        run_uvicorn("vlrouter.api.app:worker_app", settings, fd, factory=True, workers=settings.server.workers)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
