@@ -24,7 +24,7 @@ MUTMUT_SPEC="mutmut==3.8.1"  # the pin of pyproject.toml's "mutation" extra
 declare -A MUTATE=(
   [fallback]="src/vlrouter/backends/fallback.py"
   [pipeline]="src/vlrouter/api/pipeline.py"
-  [decision_log]="src/vlrouter/telemetry/decision_log.py"
+  [decision_log]="src/vlrouter/telemetry/decision_log.py src/vlrouter/telemetry/store_sqlite.py"
   [utility]="src/vlrouter/router/utility.py src/vlrouter/router/scenario.py"
   [calibration]="src/vlrouter/router/calibration.py"
 )
@@ -33,8 +33,7 @@ declare -A TESTS=(
               tests/backends/test_dispatch_admission.py tests/api/test_backpressure.py tests/api/test_failure_paths.py"
   [pipeline]="tests/api/test_failure_paths.py tests/api/test_backpressure.py tests/api/test_rate_limits.py
               tests/backends/test_breaker_e2e.py tests/backends/test_dispatch_admission.py"
-  [decision_log]="tests/telemetry/test_decision_log.py tests/telemetry/test_log_stores.py tests/telemetry/test_ips.py
-                  tests/api/test_feedback.py tests/api/test_rate_limits.py"
+  [decision_log]="tests/telemetry/test_decision_log_unit.py tests/telemetry/test_log_stores.py tests/telemetry/test_ips.py"
   [utility]="tests/router/test_scenario.py tests/router/test_scenario_errors.py tests/router/test_utility.py
              tests/router/test_rules.py tests/router/test_planner.py tests/telemetry/test_ips.py"
   [calibration]="tests/router/test_calibration.py tests/router/test_calibration_edges.py"

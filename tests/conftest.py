@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import socket
 import subprocess
@@ -286,12 +287,17 @@ def features_config(open_clip_dir, tiny_bert_dir) -> FeaturesConfig:
     )
 
 
+FIXED_USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+
+
 def fixed_answer_app(state: dict | None = None, delay_s: float = 0.0):
-    """A real OpenAI-compatible upstream with a fixed answer (3 prompt + 1 completion tokens), optionally
-    slow; ``state["calls"]`` counts its completions."""
+    """A real OpenAI-compatible upstream with a fixed answer, "fine" (3 prompt + 1 completion tokens),
+    streamed as "fi", "ne" and a usage chunk when asked; optionally slow; ``state["calls"]`` counts its
+    completions."""
     import asyncio
 
     from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
 
     app = FastAPI()
 
@@ -300,12 +306,18 @@ def fixed_answer_app(state: dict | None = None, delay_s: float = 0.0):
         return {"object": "list", "data": []}
 
     @app.post("/v1/chat/completions")
-    async def chat():
+    async def chat(body: dict):
         if state is not None:
             state["calls"] = state.get("calls", 0) + 1
         if delay_s:
             await asyncio.sleep(delay_s)
-        return {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+        if not body.get("stream"):
+            return {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+                    "usage": FIXED_USAGE}
+        chunks = [{"choices": [{"delta": {"content": "fi"}}]},
+                  {"choices": [{"delta": {"content": "ne"}, "finish_reason": "stop"}]},
+                  {"choices": [], "usage": FIXED_USAGE}]
+        return StreamingResponse(iter([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]),
+                                 media_type="text/event-stream")
 
     return app

@@ -187,7 +187,10 @@ class DecisionLog:
         """Write every pending row and score, ``BATCH`` a transaction; None when the connection was lost
         (the batch goes back to the front of the buffer)."""
         while self._pending:
-            batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
+            if isinstance(self._pending[0], list):  # one item of a refused batch, retried alone
+                batch = self._pending.popleft()
+            else:
+                batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
             records = [item for item in batch if isinstance(item, DecisionRecord)]
             feedback = [item for item in batch if isinstance(item, tuple)]
             for rec in records:
@@ -201,8 +204,11 @@ class DecisionLog:
                 self._count(failures=1)
                 self.store.close_quietly(conn)
                 return None
-            except self.store.errors:
-                log.exception("decision log: the database refused %d rows", len(records))
+            except Exception:  # refused (or unbindable) rows must not stop the writer
+                if len(batch) > 1:  # one bad row must not take its batch with it: write them one by one
+                    self._pending.extendleft(reversed([[item] for item in batch]))
+                    continue
+                log.exception("decision log: the database refused a %s", "row" if records else "score")
                 self._count(dropped=("rejected", len(records)))
                 continue
             self._count(written=len(records))

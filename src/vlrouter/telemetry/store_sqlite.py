@@ -45,7 +45,7 @@ class SQLiteStore:
 
     dialect = SQLITE
     transient: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)  # locked, disk I/O, disk full
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)  # OSError: the folder cannot be made
     required_at_start = True  # a file that cannot be opened is a configuration error
 
     def __init__(self, path: str | Path):
