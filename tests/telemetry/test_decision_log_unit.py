@@ -6,6 +6,8 @@ can run them for every mutant; the gateway-level tests are ``test_decision_log.p
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -51,6 +53,9 @@ def test_counts_are_exported_under_their_names_from_the_start(tmp_path):
     assert after["vlrouter_decision_log_write_failures_total"] == 0 and log.failures == 0
     assert after["vlrouter_decision_log_pending"] == 0
     assert not log._thread.is_alive()
+    db = sqlite3.connect(tmp_path / "log.db")  # write-ahead logging: workers read while one writes
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
 
 
 def test_a_full_buffer_drops_rows_and_scores_and_counts_them(tmp_path):
@@ -90,14 +95,16 @@ def test_content_and_images_are_kept_only_with_log_content(tmp_path):
     assert not images_dir(tmp_path / "off.db").exists()
 
     on = DecisionLog(tmp_path / "on.db", log_content=True)
+    second = image_name("cd" * 32, "image/jpeg")
     on.record(rec(0, content=content, images={name: png}))
     on.record(rec(1, content=content, images={name: b"other bytes, same name"}))  # stored once
+    on.record(rec(2, content=content, images={second: b"jpeg bytes"}))  # the folder exists by now
     on.close()
     rows = read_rows(tmp_path / "on.db")
-    assert [r["content"] for r in rows] == [content, content]
+    assert [r["content"] for r in rows] == [content, content, content]
     folder = images_dir(tmp_path / "on.db")
-    assert folder == tmp_path / "on-images" and sorted(p.name for p in folder.iterdir()) == [name]
-    assert (folder / name).read_bytes() == png
+    assert folder == tmp_path / "on-images" and sorted(p.name for p in folder.iterdir()) == sorted([name, second])
+    assert (folder / name).read_bytes() == png and (folder / second).read_bytes() == b"jpeg bytes"
 
 
 def test_timestamps_are_set_once(tmp_path):
@@ -170,8 +177,10 @@ def test_where_a_configured_log_lives(tmp_path):
     assert log_location(LogConfig(url="postgresql://u:pw@db/log")) == "postgresql://u:pw@db/log"
     assert images_dir(f"sqlite:///{tmp_path / 'b.db'}") == tmp_path / "b-images"
     assert images_dir(Path("x/c.db")) == Path("x/c-images")
+    assert images_dir("postgresql://u:pw@db/log") == Path("data/decisions-images")  # no connection needed
     (tmp_path / "a-file").write_text("")
     started = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"decision log .*a-file"):
-        DecisionLog(tmp_path / "a-file" / "log.db")  # its folder is a file: a configuration error
+    bad = tmp_path / "a-file" / "log.db"
+    with pytest.raises(RuntimeError, match=f"^decision log {re.escape(str(bad))}: "):
+        DecisionLog(bad)  # its folder is a file: a configuration error
     assert time.monotonic() - started < 5  # said at once, not after the writer's start-up wait
