@@ -2,7 +2,7 @@
 # Mutation check: mutmut 3 mutates the modules where a silent bug costs most, one module at a time,
 # and runs that module's own fast test files against each mutant; prints the kill rate per module.
 #
-#   bash scripts/mutation_check.sh                      # every module below (about 40 min on 2 cores)
+#   bash scripts/mutation_check.sh                      # every module below (about an hour on 2 cores)
 #   bash scripts/mutation_check.sh fallback utility     # only these
 #   MUTATION_TIMEOUT_S=600 MUTATION_CHILDREN=2 bash scripts/mutation_check.sh pipeline
 #
@@ -27,18 +27,20 @@ declare -A MUTATE=(
   [decision_log]="src/vlrouter/telemetry/decision_log.py src/vlrouter/telemetry/store_sqlite.py"
   [utility]="src/vlrouter/router/utility.py src/vlrouter/router/scenario.py"
   [calibration]="src/vlrouter/router/calibration.py"
+  [risk]="src/vlrouter/router/risk.py"
 )
 declare -A TESTS=(
   [fallback]="tests/backends/test_base.py tests/backends/test_retry.py tests/backends/test_breaker_e2e.py
               tests/backends/test_dispatch_admission.py tests/api/test_backpressure.py tests/api/test_failure_paths.py"
-  [pipeline]="tests/api/test_failure_paths.py tests/api/test_backpressure.py tests/api/test_rate_limits.py
+  [pipeline]="tests/api/test_pipeline_paths.py tests/api/test_failure_paths.py tests/api/test_backpressure.py tests/api/test_rate_limits.py
               tests/backends/test_breaker_e2e.py tests/backends/test_dispatch_admission.py"
   [decision_log]="tests/telemetry/test_decision_log_unit.py tests/telemetry/test_log_stores.py tests/telemetry/test_ips.py"
   [utility]="tests/router/test_scenario.py tests/router/test_scenario_errors.py tests/router/test_utility.py
              tests/router/test_rules.py tests/router/test_planner.py tests/telemetry/test_ips.py"
   [calibration]="tests/router/test_calibration.py tests/router/test_calibration_edges.py"
+  [risk]="tests/router/test_risk.py"
 )
-ORDER=(fallback pipeline decision_log utility calibration)
+ORDER=(fallback pipeline decision_log utility calibration risk)
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=("${ORDER[@]}")
 for m in "${modules[@]}"; do

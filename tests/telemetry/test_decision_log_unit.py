@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port
 from vlrouter.config import LogConfig
 from vlrouter.telemetry import decision_log
 from vlrouter.telemetry.decision_log import DecisionLog, images_dir, log_location, read_rows
@@ -98,7 +98,7 @@ def test_content_and_images_are_kept_only_with_log_content(tmp_path):
     second = image_name("cd" * 32, "image/jpeg")
     on.record(rec(0, content=content, images={name: png}))
     on.record(rec(1, content=content, images={name: b"other bytes, same name"}))  # stored once
-    on.record(rec(2, content=content, images={second: b"jpeg bytes"}))  # the folder exists by now
+    on.record(rec(2, content=content, images={name: png, second: b"jpeg bytes"}))  # one stored, one new
     on.close()
     rows = read_rows(tmp_path / "on.db")
     assert [r["content"] for r in rows] == [content, content, content]
@@ -184,3 +184,37 @@ def test_where_a_configured_log_lives(tmp_path):
     with pytest.raises(RuntimeError, match=f"^decision log {re.escape(str(bad))}: "):
         DecisionLog(bad)  # its folder is a file: a configuration error
     assert time.monotonic() - started < 5  # said at once, not after the writer's start-up wait
+
+
+def test_an_unreachable_database_is_retried_with_backoff_and_rows_are_dropped_at_shutdown(tmp_path):
+    pytest.importorskip("psycopg")
+    url = f"postgresql://vlrouter@127.0.0.1:{free_port()}/log"  # nothing listens: connections are refused
+    log = DecisionLog(url, images=tmp_path / "imgs")  # PostgreSQL may come up later: no error at start
+    assert log.images == tmp_path / "imgs"
+    registry = CollectorRegistry()
+    log.bind(registry)
+    log.record(rec(0))
+    log.add_feedback("r-0", 1.0)
+    assert log.knows("r-0")  # queued here
+    time.sleep(1.2)  # attempts at about 0, 0.1, 0.3, 0.7 s (the wait doubles from RETRY_S)
+    assert 3 <= log.failures <= 6 and log.written == 0
+    started = time.monotonic()
+    log.close(timeout=1.5)  # gives up on the database one second before its timeout
+    waited = time.monotonic() - started
+    assert 0.3 <= waited <= 1.6
+    assert log.dropped == {"shutdown": 2} and not log._thread.is_alive()
+    counts = exported(registry)
+    assert counts['vlrouter_decision_log_dropped_total{reason="shutdown"}'] == 2
+    assert counts["vlrouter_decision_log_write_failures_total"] == log.failures
+
+
+def test_reading_a_missing_log_or_one_without_feedback(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no decision log at .*missing\.db"):
+        read_rows(tmp_path / "missing.db")
+    old = tmp_path / "old.db"  # as the first versions wrote it: no feedback table yet
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE decisions (request_id TEXT, ts REAL, status INTEGER)")
+    db.execute("INSERT INTO decisions VALUES ('r-old', 1.0, 200)")
+    db.commit()
+    db.close()
+    assert read_rows(old) == [{"request_id": "r-old", "ts": 1.0, "status": 200, "feedback_score": None}]

@@ -118,7 +118,9 @@ class DecisionLog:
         pending = Gauge("vlrouter_decision_log_pending", "Rows and scores waiting to be written",
                         registry=registry, multiprocess_mode="livesum")
         for reason in ("buffer_full", "rejected", "shutdown"):
-            dropped.labels(reason)  # exported as 0 before the first drop
+            dropped.labels(reason).inc(self.dropped[reason])  # exported as 0 before the first drop
+        written.inc(self.written)  # what happened before binding (a first connect attempt) counts too
+        failures.inc(self.failures)
         self._metrics = (written, dropped, failures, pending)
 
     def _count(self, *, written: int = 0, dropped: tuple[str, int] | None = None, failures: int = 0) -> None:
