@@ -38,7 +38,7 @@ declare -A TESTS=(
   [utility]="tests/router/test_scenario.py tests/router/test_scenario_errors.py tests/router/test_utility.py
              tests/router/test_rules.py tests/router/test_planner.py tests/telemetry/test_ips.py"
   [calibration]="tests/router/test_calibration.py tests/router/test_calibration_edges.py"
-  [risk]="tests/router/test_risk.py"
+  [risk]="tests/router/test_risk.py tests/router/test_risk_units.py"
 )
 ORDER=(fallback pipeline decision_log utility calibration risk)
 modules=("$@")

@@ -162,7 +162,7 @@ def gateway_settings(tiny_vlm: Path, cloud_url: str | None, **overrides):
     if cloud_url:
         backends["cloud"] = {"kind": "openai", "tier": "cloud", "base_url": cloud_url, "model": "tiny-cloud",
                              "max_retries": 1, "backoff_s": 0.05,
-                             "timeouts": {"connect_s": 1, "first_token_s": 30, "total_s": 60}}
+                             "timeouts": {"connect_s": 5, "first_token_s": 30, "total_s": 60}}
     values = {"backends": backends, "routing": {"default_scenario": "quality"}, "log": {"enabled": False},
               **overrides}
 

@@ -35,7 +35,7 @@ MAX_BODY = 4096
 def settings(edge_url: str, cloud_url: str, db, **server) -> Settings:
     def upstream(url: str, tier: str) -> dict:
         return {"kind": "openai", "tier": tier, "base_url": url + "/v1", "model": tier[0], "max_retries": 0,
-                "timeouts": {"connect_s": 1, "first_token_s": 5, "total_s": 10}}
+                "timeouts": {"connect_s": 5, "first_token_s": 5, "total_s": 10}}
 
     return Settings(features={"enabled": False}, log={"enabled": True, "path": str(db)},
                     routing={"default_scenario": "quality"},

@@ -33,7 +33,7 @@ def gateway(edge: Upstream, cloud: Upstream):
 
     def upstream(url: str, tier: str) -> dict:  # first_token_s 0.4: the "sleep" step is a read timeout
         return {"kind": "openai", "tier": tier, "base_url": url + "/v1", "model": tier[0], "max_retries": 0,
-                "timeouts": {"connect_s": 1, "first_token_s": 0.4, "total_s": 5},
+                "timeouts": {"connect_s": 5, "first_token_s": 0.4, "total_s": 5},
                 "circuit": {"failures": FAILURES, "cooldown_s": COOLDOWN_S}}
 
     with ThreadServer(edge) as e, ThreadServer(cloud) as c:

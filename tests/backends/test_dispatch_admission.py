@@ -34,7 +34,7 @@ def gateway(edge_up: Upstream, cloud_up: Upstream, **admission):
 
     def upstream(url: str, tier: str) -> dict:
         cfg = {"kind": "openai", "tier": tier, "base_url": url + "/v1", "model": tier[0], "max_retries": 0,
-               "timeouts": {"connect_s": 1, "first_token_s": 10, "total_s": 20}, "circuit": {"failures": 100}}
+               "timeouts": {"connect_s": 5, "first_token_s": 10, "total_s": 20}, "circuit": {"failures": 100}}
         return {**cfg, "admission": admission[tier]} if tier in admission else cfg
 
     with ThreadServer(edge_up) as e, ThreadServer(cloud_up) as c:

@@ -102,6 +102,9 @@ def from_weights(weights: dict[str, Any]) -> Scenario:
     preset = weights.pop("name", None) if set(weights) <= {"name"} else None
     if isinstance(preset, str) and preset.lower() in PRESETS:  # {"name": "fast", "min_quality": 0.95}
         return with_floor(Scenario(*PRESETS[preset.lower()], name=preset.lower()), floor)
+    if preset is not None:  # {"name": "warp"}: not "all weights zero"
+        raise ScenarioError(f"unknown scenario {preset!r}; use one of {sorted(PRESETS)} or speed/quality/energy "
+                            "weights")
     unknown = set(weights) - set(KEYS)
     if unknown:
         raise ScenarioError(f"unknown scenario keys {sorted(unknown)}; use {[*KEYS, FLOOR_KEY]}")
