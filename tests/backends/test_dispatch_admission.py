@@ -124,3 +124,50 @@ def test_replay_closes_its_stream_and_frees_its_slot_once(iterate):
 
     asyncio.run(go())
     assert released == [True] and closed == ([True] if iterate else [])
+
+
+class EndsAtOnce:
+    """A third-party backend whose stream ends without a single delta (no shipped backend does this:
+    both end every stream with a final delta)."""
+
+    name, tier, kind, model = "quiet", "edge", "openai", "quiet-model"
+
+    def __init__(self):
+        self.closed = 0
+
+    async def stream(self, request):
+        try:
+            return
+            yield  # an async generator that yields nothing
+        finally:
+            self.closed += 1
+
+
+def test_a_stream_that_ends_before_any_delta_is_an_empty_answer_that_frees_its_slot():
+    from vlrouter.backends.base import GenerationRequest, Message
+    from vlrouter.backends.fallback import Admission, Attempts, CircuitBreaker, Dispatcher
+    from vlrouter.config import AdmissionConfig, CircuitConfig
+
+    backend = EndsAtOnce()
+    breaker = CircuitBreaker(CircuitConfig(failures=1))
+    breaker.record_failure()
+    breaker.opened_at = -1e9  # half-open: this stream is the probe
+    admission = Admission(AdmissionConfig(max_in_flight=1, max_queue=0), "quiet")
+    dispatcher = Dispatcher({"quiet": backend}, {"quiet": breaker}, {"quiet": admission})
+    request = GenerationRequest(messages=[Message(role="user", parts=["hi"])], max_tokens=2)
+
+    async def go():
+        results = []
+        for _ in range(2):  # the second only gets a slot if the first gave its slot back
+            chosen, replay, attempts = await dispatcher.open_stream(["quiet"], request)
+            deltas = [d async for d in replay]
+            await replay.aclose()
+            results.append((chosen, deltas, attempts))
+        return results
+
+    for chosen, deltas, attempts in asyncio.run(go()):
+        assert chosen is backend and isinstance(attempts, Attempts) and attempts.failed == []
+        assert [(d.text, d.finish_reason, d.prompt_tokens, d.completion_tokens) for d in deltas] == \
+            [("", "stop", 0, 0)]
+    assert breaker.state == "closed" and breaker.failures == 0  # an empty answer is still an answer
+    assert backend.closed == 2 and not admission._slots.locked()
