@@ -5,6 +5,7 @@
 #   bash scripts/mutation_check.sh                      # every module below (about an hour on 2 cores)
 #   bash scripts/mutation_check.sh fallback utility     # only these
 #   MUTATION_TIMEOUT_S=600 MUTATION_CHILDREN=2 bash scripts/mutation_check.sh pipeline
+#   bash scripts/mutation_check.sh --report risk utility # the table again from the last runs' files
 #
 # Not in CI: too slow for it. Each module runs in its own scratch copy of src/ and tests/ (mutmut
 # writes its mutants/ there; this checkout is never modified), under a wall-clock cap per module
@@ -41,6 +42,8 @@ declare -A TESTS=(
   [risk]="tests/router/test_risk.py tests/router/test_risk_units.py"
 )
 ORDER=(fallback pipeline decision_log utility calibration risk)
+report_only=0
+if [ "${1:-}" = "--report" ]; then report_only=1; shift; fi  # the table again from reports/mutation/
 modules=("$@")
 [ ${#modules[@]} -gt 0 ] || modules=("${ORDER[@]}")
 for m in "${modules[@]}"; do
@@ -51,6 +54,7 @@ out="$PWD/reports/mutation"
 mkdir -p "$out"
 venv="$PWD/.venv"
 for m in "${modules[@]}"; do
+  [ "$report_only" = 0 ] || break
   work=$(mktemp -d "${TMPDIR:-/tmp}/vlrouter-mutation-$m.XXXXXX")
   tar --exclude=__pycache__ --exclude='*.egg-info' -cf - src tests pyproject.toml | tar -xf - -C "$work"
   "$venv/bin/python" - "$work/pyproject.toml" "${MUTATE[$m]}" "${TESTS[$m]}" <<'EOF'
@@ -89,19 +93,30 @@ done
 "$venv/bin/python" - "$out" "${modules[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
+sys.path.insert(0, "scripts")
+from mutation_survivors import sort_survivors
 out, modules = Path(sys.argv[1]), sys.argv[2:]
-print(f"\n{'module':<14}{'mutants':>8}{'killed':>8}{'crashed':>8}{'survived':>9}{'no tests':>9}{'kill rate':>10}  time")
+print(f"\n{'module':<14}{'mutants':>8}{'killed':>8}{'crashed':>8}{'survived':>9}{'wording':>8}{'no tests':>9}"
+      f"{'kill rate':>10}{'in code':>8}  time")
 summary = {}
 for m in modules:
     s = json.loads((out / f"{m}.json").read_text())
     # a timeout or a crashed test process (segfault) also means the tests noticed the mutant
     crashed = s.get("timeout", 0) + s.get("segfault", 0) + s.get("suspicious", 0)
     killed, survived = s.get("killed", 0), s.get("survived", 0)
-    rate = (killed + crashed) / (killed + crashed + survived) if killed + crashed + survived else None
+    kinds = sort_survivors((out / f"{m}-survivors.txt").read_text())
+    wording = len(kinds.get("text", [])) + len(kinds.get("log", []))  # strings and log-call arguments only
+    noticed = killed + crashed
+    rate = noticed / (noticed + survived) if noticed + survived else None
+    code_rate = noticed / (noticed + survived - wording) if noticed + survived - wording else None
     note = " (capped)" if s["capped"] else ""
-    print(f"{m:<14}{s.get('total', 0):>8}{killed:>8}{crashed:>8}{survived:>9}{s.get('no_tests', 0):>9}"
-          f"{'-' if rate is None else f'{rate:.0%}':>10}  {s['seconds']} s{note}")
-    summary[m] = {**s, "kill_rate": None if rate is None else round(rate, 4)}
+    print(f"{m:<14}{s.get('total', 0):>8}{killed:>8}{crashed:>8}{survived:>9}{wording:>8}{s.get('no_tests', 0):>9}"
+          f"{'-' if rate is None else f'{rate:.0%}':>10}{'-' if code_rate is None else f'{code_rate:.0%}':>8}"
+          f"  {s['seconds']} s{note}")
+    summary[m] = {**s, "wording_survivors": wording, "kill_rate": None if rate is None else round(rate, 4),
+                  "kill_rate_in_code": None if code_rate is None else round(code_rate, 4)}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
-print(f"\nsurvivors: {out}/<module>-survivors.txt; counts: {out}/summary.json")
+print(f"\nwording: survivors that change only string literals or a log call's arguments "
+      f"(scripts/mutation_survivors.py);\n'in code': the kill rate without them. Survivors: "
+      f"{out}/<module>-survivors.txt; counts: {out}/summary.json")
 EOF
