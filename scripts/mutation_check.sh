@@ -33,7 +33,8 @@ declare -A MUTATE=(
 declare -A TESTS=(
   [fallback]="tests/backends/test_base.py tests/backends/test_retry.py tests/backends/test_breaker_e2e.py
               tests/backends/test_dispatch_admission.py tests/api/test_backpressure.py tests/api/test_failure_paths.py"
-  [pipeline]="tests/api/test_pipeline_paths.py tests/api/test_failure_paths.py tests/api/test_backpressure.py tests/api/test_rate_limits.py
+  [pipeline]="tests/api/test_pipeline_paths.py tests/telemetry/test_tracing.py tests/api/test_failure_paths.py
+              tests/api/test_backpressure.py tests/api/test_rate_limits.py
               tests/backends/test_breaker_e2e.py tests/backends/test_dispatch_admission.py"
   [decision_log]="tests/telemetry/test_decision_log_unit.py tests/telemetry/test_log_stores.py tests/telemetry/test_ips.py"
   [utility]="tests/router/test_scenario.py tests/router/test_scenario_errors.py tests/router/test_utility.py

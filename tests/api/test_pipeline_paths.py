@@ -66,6 +66,12 @@ def stages(metrics: str) -> dict[str, float]:
     return out
 
 
+def image_lookups(metrics: str) -> float:
+    """Image-encoder cache lookups (each embedded image is one, hit or miss)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith('vlrouter_feature_cache_total{encoder="image"'))
+
+
 def infer(gw, photo_jpeg, text="How many people are in the picture?"):
     image = "data:image/jpeg;base64," + base64.b64encode(photo_jpeg).decode()
     reply = httpx.post(gw.url + "/infer", json={"text": text, "image": image, "max_tokens": 1}, timeout=60)
@@ -83,6 +89,7 @@ def test_the_cascade_decides_at_the_stage_its_band_allows(upstream, small_router
         metrics = httpx.get(gw.url + "/metrics").text
     assert body["policy"] == "mlp" and body["scores"]["image_encoder"] == encoded
     assert stages(metrics) == {"text": float(stage == "text"), "image": float(stage == "image")}
+    assert image_lookups(metrics) == float(stage == "image")  # the first stage never runs the image encoder
     assert "image_encoder" not in text_only["scores"] and text_only["policy"] == "mlp"  # no image: no cascade
     rows = read_rows(tmp_path / "decisions.db")
     assert [r["scores"].get("image_encoder") for r in rows] == [encoded, None]
@@ -96,17 +103,22 @@ def test_without_a_cascade_the_image_is_embedded_and_the_router_reads_it(upstrea
         with_image = infer(gw, photo_jpeg)
         metrics = httpx.get(gw.url + "/metrics").text
     assert "image_encoder" not in with_image["scores"] and stages(metrics) == {"text": 0.0, "image": 0.0}
+    assert image_lookups(metrics) == 1.0
     assert set(with_image["scores"]) >= {"margin"} and with_image["policy"] == "mlp"
 
 
-def test_features_off_routes_on_the_signals_rule_and_forced_models_skip_routing(upstream, tmp_path):
+def test_features_off_routes_on_the_signals_rule_and_forced_models_skip_routing(upstream, tmp_path, photo_jpeg):
     with gateway(upstream, tmp_path, policy="complexity-rule") as gw:
         auto = httpx.post(gw.url + "/infer", json={"text": "hi", "max_tokens": 1}).json()
+        pictured = infer(gw, photo_jpeg, text="hi")  # the rule counts the image: 0.10 + 0.25 of benefit
         forced = httpx.post(gw.url + "/v1/chat/completions", json={
             "model": "cloud", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
     assert auto["policy"] == "complexity-rule" and auto["tier"] == "edge"
+    assert pictured["scores"]["image"] == 1.0 and auto["scores"]["image"] == 0.0
+    assert pictured["scores"]["cloud_benefit"] > auto["scores"]["cloud_benefit"]
     assert forced.headers["x-vlrouter-tier"] == "cloud" and forced.headers["x-vlrouter-policy"] == "forced"
-    rows = {r["endpoint"]: r for r in read_rows(tmp_path / "decisions.db")}
+    rows = {(r["endpoint"], r["request_id"] == pictured["request_id"]): r for r in read_rows(tmp_path / "decisions.db")}
+    rows = {"chat": rows["chat", False], "infer": rows["infer", False]}
     assert rows["chat"]["model_requested"] == "cloud" and rows["chat"]["decided_tier"] == "cloud"
     assert rows["infer"]["model_requested"] == "vlrouter-auto" and rows["infer"]["policy"] == "complexity-rule"
 
