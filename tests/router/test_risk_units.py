@@ -139,3 +139,42 @@ def test_as_dict_rounds_floats_and_keeps_non_finite_ones():
     d = fit.as_dict()
     assert d["weights"] == [0.12346, 1.0] and d["edge_share"] == 0.33333 and d["n"] == 7
     assert math.isnan(d["retention"]) and d["latency_reduction"] == float("inf") and d["status"] == "certified"
+
+
+def test_when_only_quality_only_passes_it_is_used_not_the_reference():
+    # query 0's edge is predicted a hair below the cloud: the cloud at lambda = 1e4, the edge (which
+    # then answers wrongly) from the grid's second step on, so the walk passes once and stops
+    q_pred = np.array([[0.95 - 1 / 9500, 0.95], [0.1, 0.95], [0.1, 0.95], [0.1, 0.95]])
+    quality = np.tile([0.0, 0.5], (4, 1))
+    cost = np.tile([0.0, 1.0], (4, 1))
+    cal = CalibrationSet(q_pred, cost, np.zeros((4, 2)), quality, cost, cost, np.array(["edge", "cloud"]), ref=1)
+    w = np.array([1.0, 0.01, 0.5])
+    assert cal.lambdas(w[1])[1] < 9500 < LAMBDA_MAX
+    fit = cal.fit(w, 0.9)
+    total = w[0] + LAMBDA_MAX + w[2]
+    assert fit.status == "certified" and fit.edge_share == 0.0 and fit.retention == 1.0
+    assert fit.weights == pytest.approx((w[0] / total, LAMBDA_MAX / total, w[2] / total))
+
+
+def test_a_floor_equal_to_the_bound_holds_and_other_weights_get_their_own_fit():
+    cal = example()
+    exact = cal.fit(W, 1.0)  # the mixed choice's bound is exactly 1: not below the floor
+    assert exact.status == "certified" and exact.edge_share == 0.5
+    reference = cal.fit(W, 1.01)
+    assert reference.floor == 1.01 and reference.status == "reference"
+    other = cal.fit((0.0, 1.0, 0.0), 0.9)  # quality only: nothing to gain at the edge
+    assert other.status == "certified" and other.edge_share == 0.0 and other != exact
+    assert len(cal._walks) == 2
+
+
+def test_ratio_and_its_interval_worked_by_hand():
+    from vlrouter.router.risk import ratio_interval, ratio_se
+
+    num, den = np.array([1.0, 0.0, 1.0, 0.0]), np.array([2.0, 2.0, 2.0, 2.0])
+    r, se = ratio_se(num, den)
+    # r = 0.5 / 2; the residuals num - r * den are +-0.5, sd 0.5774, se = sd / sqrt(4) / mean(den)
+    assert r == 0.25 and se == pytest.approx(np.std([0.5, -0.5, 0.5, -0.5], ddof=1) / 2 / 2)
+    assert ratio_interval(num, den) == pytest.approx((0.25, 0.25 - 1.96 * se, 0.25 + 1.96 * se))
+    assert ratio_se(num[:2], den[:2])[0] == 0.25  # two queries are enough
+    for bad in ((num[:1], den[:1]), (num, np.zeros(4)), (num, -den), (np.array([]), np.array([]))):
+        assert all(math.isnan(v) for v in ratio_se(*bad))

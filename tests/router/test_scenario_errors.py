@@ -72,12 +72,18 @@ def test_floors_on_presets_weights_and_headers():
     assert parse_scenario({"name": "quality"}).min_quality is None and parse_scenario("quality").floor == 0.98
     for name, weights in PRESETS.items():  # weights equal to a preset's are that preset, floor included
         s = parse_scenario({**dict(zip(("speed", "quality", "energy"), weights, strict=True)), "min_quality": 0.93})
-        assert (s.name, s.min_quality) == (name, 0.93)
+        assert s == with_floor(parse_scenario(name), 0.93)
     with pytest.raises(ScenarioError, match=r"^unknown scenario 'warp'; use one of \['energy'"):
         parse_scenario({"name": "warp"})
     with pytest.raises(ScenarioError, match=r"unknown scenario keys \['name'\]"):
         parse_scenario({"name": "fast", "speed": 1})  # a name goes alone (with its floor)
     assert parse_scenario(" Energy ; min_quality = 0.91 ") == with_floor(parse_scenario("energy"), 0.91)
+
+
+def test_the_default_floor_rule_is_rounded_to_four_places():
+    from vlrouter.router.scenario import default_floor
+
+    assert default_floor(1 / 3) == 0.9053 and default_floor(0.0) == 0.852 and default_floor(2.0) == 1.0
 
 
 def test_how_scenarios_print():
@@ -98,10 +104,10 @@ def test_named_scenarios_and_header_options():
     with pytest.raises(ScenarioError, match="unknown scenario 'half'"):
         scenario_for("half")
     assert parse_scenario("fast;MIN_QUALITY=0.9").min_quality == 0.9
-    for option in ("floor=0.9", "min_quality", "min_quality=a=b"):
+    for option in ("min_quality", "min_quality=a=b", "min_quality=abc"):
         with pytest.raises(ScenarioError) as info:
             parse_scenario(f"fast;{option}")
-        assert info.value.param in ("scenario", "min_quality")
+        assert info.value.message == f"scenario weight {option!r} is not key=number"
     with pytest.raises(ScenarioError) as info:
         parse_scenario("fast;floor=0.9")
     assert info.value.message == "scenario option 'floor=0.9': only min_quality=<number> may follow ';'"

@@ -122,7 +122,7 @@ def from_weights(weights: dict[str, Any]) -> Scenario:
     speed, quality, energy = (v / total for v in values)
     for name, preset in PRESETS.items():
         if all(abs(a - b) < 1e-9 for a, b in zip(preset, (speed, quality, energy), strict=True)):
-            return with_floor(Scenario(speed, quality, energy, name), floor)
+            return with_floor(Scenario(*preset, name), floor)  # exactly the named preset
     return with_floor(Scenario(speed, quality, energy), floor)
 
 
