@@ -113,6 +113,10 @@ def test_streamed_request_ends_the_backend_span_with_the_stream(traced):
     assert parent is root and root.parent is None  # no client context: a new trace
     assert backend.attributes["gen_ai.usage.output_tokens"] == 2
     assert backend.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert backend.attributes["gen_ai.request.max_tokens"] == 4 and backend.attributes["vlrouter.tier"] == "cloud"
+    assert backend.attributes["gen_ai.response.model"] == "tiny-cloud"
+    # the stream's TTFT is counted from the request's arrival, so it lies within the request span
+    assert 0 < backend.attributes["gen_ai.server.time_to_first_token"] < (root.end_time - root.start_time) / 1e9
     assert seen[-1].split("-")[1:3] == [f"{root.context.trace_id:032x}", f"{backend.context.span_id:016x}"]
 
 
@@ -149,3 +153,22 @@ def test_spans_are_exported_over_otlp_http(tiny_vlm):
             assert httpx.post(gw.url + "/infer", json={"text": "hi", "max_tokens": 1}, timeout=60).status_code == 200
         # the gateway has stopped: its batch processor flushed on shutdown
     assert {"POST /infer", "decode", "route", "chat tiny-edge"} <= set(received)
+
+
+def test_a_failed_backend_call_ends_its_span_as_an_error(tiny_vlm):
+    from tests.backends.test_retry import Upstream, error
+
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with ThreadServer(Upstream(error(500, "down"), error(500, "down"))) as upstream:
+        settings = gateway_settings(tiny_vlm, upstream.url + "/v1")
+        with ThreadServer(build_app(settings, tracing=Tracing(provider))) as gw:
+            resp = httpx.post(gw.url + "/v1/chat/completions", json={
+                "model": "cloud", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 503
+    spans = eventually(lambda: finished(exporter, ROOT_SPAN, "chat tiny-cloud"))
+    backend, parent = spans["chat tiny-cloud"]
+    assert parent is spans[ROOT_SPAN][0] and backend.attributes["gen_ai.request.max_tokens"] == 3
+    assert backend.status.status_code.name == "ERROR" and "HTTP 500" in backend.status.description
+    assert [e.name for e in backend.events] == ["exception"]
+    assert spans[ROOT_SPAN][0].attributes["http.response.status_code"] == 503
