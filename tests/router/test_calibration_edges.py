@@ -19,3 +19,17 @@ def test_misuse_errors_name_the_problem():
         select_threshold(CURVE, target_edge_share=0.5, energy_budget=1.0)
     with pytest.raises(ValueError, match=r"^the sweep curve is empty$"):
         select_threshold([], target_edge_share=0.5)
+
+
+def test_corner_taus_reproduce_each_presets_tau():
+    import numpy as np
+
+    from vlrouter.router.calibration import corner_taus
+    from vlrouter.router.scenario import PRESETS
+
+    taus = {"fast": 0.2, "quality": -0.1, "energy": 0.35}
+    t = corner_taus(taus)
+    assert t.shape == (3,)
+    for name, w in PRESETS.items():  # tau(w) = w . t is exact at the three presets
+        assert float(np.dot(w, t)) == pytest.approx(taus[name])
+    assert corner_taus({"fast": 0.5, "quality": 0.5, "energy": 0.5}) == pytest.approx([0.5] * 3)  # weights sum to 1
