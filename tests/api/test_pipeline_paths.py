@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ThreadServer, fixed_answer_app
 from vlrouter.api.app import build_app
-from vlrouter.config import Settings
+from vlrouter.config import EnergyConfig, Settings
 from vlrouter.eval.dataset import load_dataset
 from vlrouter.eval.featurize import featurize
 from vlrouter.eval.synthetic import make_synthetic_bench
@@ -113,6 +113,15 @@ def test_features_off_routes_on_the_signals_rule_and_forced_models_skip_routing(
         pictured = infer(gw, photo_jpeg, text="hi")  # the rule counts the image: 0.10 + 0.25 of benefit
         forced = httpx.post(gw.url + "/v1/chat/completions", json={
             "model": "cloud", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+        metrics = httpx.get(gw.url + "/metrics").text
+    # remote backends are metered by the per-token estimate of their tier (3 prompt + 1 completion tokens)
+    e = EnergyConfig()
+    assert auto["energy_j"] == pytest.approx(3 * e.edge_j_per_input_token + e.edge_j_per_output_token)
+    usage = forced.json()["usage"]
+    assert auto["energy_source"] == "estimate" and usage["energy_source"] == "estimate"
+    assert usage["energy_j"] == pytest.approx(3 * e.cloud_j_per_input_token + e.cloud_j_per_output_token)
+    assert 'vlrouter_requests_total{backend="cloud",status="200",tier="cloud"} 1.0' in metrics
+    assert 'vlrouter_tokens_total{direction="input",tier="edge"} 6.0' in metrics  # two edge answers
     assert auto["policy"] == "complexity-rule" and auto["tier"] == "edge"
     assert pictured["scores"]["image"] == 1.0 and auto["scores"]["image"] == 0.0
     assert pictured["scores"]["cloud_benefit"] > auto["scores"]["cloud_benefit"]
