@@ -6,6 +6,8 @@
 #   bash scripts/mutation_check.sh fallback utility     # only these
 #   MUTATION_TIMEOUT_S=600 MUTATION_CHILDREN=2 bash scripts/mutation_check.sh pipeline
 #   bash scripts/mutation_check.sh --report risk utility # the table again from the last runs' files
+#   MUTATION_ONLY='vlrouter.api.pipeline.xǁRelayǁ*' bash scripts/mutation_check.sh pipeline  # these mutants only
+#     (mutmut's names, fnmatch patterns; e.g. a capped run's survivors and the functions it did not reach)
 #
 # Not in CI: too slow for it. Each module runs in its own scratch copy of src/ and tests/ (mutmut
 # writes its mutants/ there; this checkout is never modified), under a wall-clock cap per module
@@ -72,7 +74,7 @@ EOF
   rc=0
   # one OpenMP/MKL thread: mutmut forks a child per mutant, and a child forked after torch's thread
   # pool has started can hang in it
-  (cd "$work" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 timeout "${MUTATION_TIMEOUT_S:-600}" "$venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-2}" \
+  (cd "$work" && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 timeout "${MUTATION_TIMEOUT_S:-600}" "$venv/bin/mutmut" run --max-children "${MUTATION_CHILDREN:-2}" ${MUTATION_ONLY:-} \
      > "$out/$m.log" 2>&1) || rc=$?
   (cd "$work" && "$venv/bin/mutmut" export-cicd-stats >/dev/null 2>&1 || true)
   (cd "$work" && "$venv/bin/mutmut" results --all true 2>/dev/null | grep -E ': (survived|no tests)$' \

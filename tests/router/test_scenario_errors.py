@@ -18,6 +18,8 @@ MESSAGES = [
     ({"speed": -1}, "scenario weight 'speed' must be finite and >= 0, got -1"),
     ({"quality": float("nan")}, "scenario weight 'quality' must be finite and >= 0, got nan"),
     ({"speed": 0}, "scenario weights must not all be zero"),
+    ({}, "scenario weights must not all be zero"),
+    ({"min_quality": 0.9}, "scenario weights must not all be zero"),
     ("speed=x", "scenario weight 'speed=x' is not key=number"),
     ("{not json", "scenario is not valid JSON: Expecting property name enclosed in double quotes"),
 ]
