@@ -170,10 +170,10 @@ def test_a_floor_equal_to_the_bound_holds_and_other_weights_get_their_own_fit():
 def test_ratio_and_its_interval_worked_by_hand():
     from vlrouter.router.risk import ratio_interval, ratio_se
 
-    num, den = np.array([1.0, 0.0, 1.0, 0.0]), np.array([3.0, 1.0, 1.0, 3.0])
+    num, den = np.array([1.0, 0.0, 1.0, 0.0]), np.array([3.0, 1.0, 2.0, 2.0])
     r, se = ratio_se(num, den)
-    # r = 0.5 / 2; the residuals num - r * den are 0.25, -0.25, 0.75, -0.75, se = sd / sqrt(4) / mean(den)
-    assert r == 0.25 and se == pytest.approx(np.std([0.25, -0.25, 0.75, -0.75], ddof=1) / 2 / 2)
+    # r = 0.5 / 2; the residuals num - r * den are 0.25, -0.25, 0.5, -0.5, se = sd / sqrt(4) / mean(den)
+    assert r == 0.25 and se == pytest.approx(np.std([0.25, -0.25, 0.5, -0.5], ddof=1) / 2 / 2)
     assert ratio_interval(num, den) == pytest.approx((0.25, 0.25 - 1.96 * se, 0.25 + 1.96 * se))
     assert ratio_se(num[:2], den[:2])[0] == 0.25  # two queries are enough
     for bad in ((num[:1], den[:1]), (num, np.zeros(4)), (num, -den), (np.array([]), np.array([]))):
