@@ -83,6 +83,12 @@ def test_a_row_the_database_refuses_is_dropped_alone(tmp_path):
     got = read_rows(tmp_path / "log.db")
     assert [r["request_id"] for r in got] == ["r-0", "r-3"] and got[0]["feedback_score"] == 0.5
 
+    pair = DecisionLog(tmp_path / "pair.db")  # a batch of two: the good one still lands
+    pair.record(rec(5, energy_source=object()))
+    pair.record(rec(6))
+    pair.close()
+    assert pair.dropped == {"rejected": 1} and [r["request_id"] for r in read_rows(tmp_path / "pair.db")] == ["r-6"]
+
 
 def test_content_and_images_are_kept_only_with_log_content(tmp_path):
     png = b"\x89PNG fake bytes"
