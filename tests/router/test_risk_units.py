@@ -178,3 +178,9 @@ def test_ratio_and_its_interval_worked_by_hand():
     assert ratio_se(num[:2], den[:2])[0] == 0.25  # two queries are enough
     for bad in ((num[:1], den[:1]), (num, np.zeros(4)), (num, -den), (np.array([]), np.array([]))):
         assert all(math.isnan(v) for v in ratio_se(*bad))
+
+
+def test_weights_that_round_alike_to_integers_still_get_their_own_fit():
+    cal = example()
+    a, b = cal.fit((0.6, 0.3, 0.1), 0.9), cal.fit((0.7, 0.2, 0.1), 0.9)  # cached by weights to 4 places
+    assert a.weights != b.weights and len(cal._walks) == 2
