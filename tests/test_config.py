@@ -88,6 +88,15 @@ def test_serve_exits_2_when_model_folder_is_missing(tmp_path):
     assert "backends.edge.model_path" in result.stderr and "no model at" in result.stderr
 
 
+def test_serve_exits_2_when_fd_is_not_a_socket(tmp_path):
+    for command in (["serve"], ["serve-model", "--model", str(tmp_path)]):
+        result = run_cli(*command, "--fd", "987")  # nothing open under that number
+        assert result.returncode == 2 and "vlrouter: --fd 987: Bad file descriptor" in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, "-m", "vlrouter", "serve", "--fd", "0"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)  # open, but /dev/null
+    assert result.returncode == 2 and "--fd 0 is not a socket" in result.stderr
+
+
 def test_help_explains_commands():
     result = run_cli("--help")
     assert result.returncode == 0 and "serve-model" in result.stdout

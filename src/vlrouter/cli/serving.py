@@ -9,7 +9,14 @@ from pathlib import Path
 from pydantic_settings import PydanticBaseSettingsSource
 
 from vlrouter.cli.preflight import check_model_paths
-from vlrouter.cli.supervise import run_uvicorn, run_workers, setup_logging, start_standins, stop_processes
+from vlrouter.cli.supervise import (
+    check_fd,
+    run_uvicorn,
+    run_workers,
+    setup_logging,
+    start_standins,
+    stop_processes,
+)
 from vlrouter.config import (
     LocalBackendConfig,
     LogConfig,
@@ -22,6 +29,7 @@ from vlrouter.config import (
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway, with a local stand-in for each cloud backend that has no URL."""
+    check_fd(args.fd)
     server = {k: v for k, v in (("host", args.host), ("port", args.port), ("log_level", args.log_level),
                                 ("workers", args.workers)) if v is not None}
     overrides = {"server": server} if server else {}
@@ -51,6 +59,7 @@ class ModelServerSettings(Settings):
 
 def cmd_serve_model(args: argparse.Namespace) -> int:
     """Serve one local VLM over the OpenAI-compatible API, configured by the flags alone."""
+    check_fd(args.fd)
     setup_logging(args.log_level)
     name = args.name or Path(args.model).name
     keys = [args.api_key] if args.api_key else []

@@ -11,12 +11,13 @@ import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from vlrouter.config import OpenAIBackendConfig, Settings
+from vlrouter.config import ConfigError, OpenAIBackendConfig, Settings
 
 log = logging.getLogger("vlrouter")
 
@@ -41,6 +42,18 @@ def bound_socket(host: str = "127.0.0.1") -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     return sock
+
+
+def check_fd(fd: int | None) -> None:
+    """``--fd N`` must be an open socket: said before anything is loaded."""
+    if fd is None:
+        return
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        raise ConfigError(f"--fd {fd}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"--fd {fd} is not a socket")
 
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 180.0) -> None:
