@@ -37,7 +37,7 @@ def send_traffic(gw, photo_data_url: str) -> list[str]:
             model="vlrouter-auto", max_tokens=3, messages=[{"role": "user", "content": content}],
             extra_body={"scenario": ("fast", "quality", "energy")[i % 3]})
         ids.append(raw.headers["x-request-id"])
-        time.sleep(0.6)
+        time.sleep(0.6)  # pacing, not a wait: the traffic spreads over several of the Live chart's buckets
     stream = sdk.chat.completions.create(model="vlrouter-auto", max_tokens=3, stream=True,
                                          messages=[{"role": "user", "content": "Say hello."}])
     assert any(chunk.choices and chunk.choices[0].delta.content is not None for chunk in stream)
@@ -239,7 +239,7 @@ def test_route_preview_decides_without_logging(console, traffic, photo_data_url)
                 b'{"messages": [{"role": "user", "content": "x"}], "model": "nope"}'):
         bad = httpx.post(console.url + "/ui/api/route", content=raw, headers=auth)
         assert 400 <= bad.status_code < 500 and set(bad.json()["error"]) == {"message", "type", "param", "code"}, raw
-    time.sleep(0.2)
+    time.sleep(0.2)  # four log-writer periods (FLUSH_S): a row for a refused request would be in by now
     assert len(read_rows(console.db)) == before
 
 
