@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import Request
 
 from vlrouter.config import EncoderConfig, FeaturesConfig
 
@@ -288,12 +289,13 @@ def features_config(open_clip_dir, tiny_bert_dir) -> FeaturesConfig:
 
 
 FIXED_USAGE = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+STREAMED_USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}  # a token per chunk
 
 
 def fixed_answer_app(state: dict | None = None, delay_s: float = 0.0):
     """A real OpenAI-compatible upstream with a fixed answer, "fine" (3 prompt + 1 completion tokens),
-    streamed as "fi", "ne" and a usage chunk when asked; optionally slow; ``state["calls"]`` counts its
-    completions."""
+    streamed as "fi", "ne" and a usage chunk (3 + 2) when asked; optionally slow. ``state["calls"]``
+    counts its completions and ``state["traceparents"]`` keeps each one's ``traceparent`` header."""
     import asyncio
 
     from fastapi import FastAPI
@@ -306,9 +308,11 @@ def fixed_answer_app(state: dict | None = None, delay_s: float = 0.0):
         return {"object": "list", "data": []}
 
     @app.post("/v1/chat/completions")
-    async def chat(body: dict):
+    async def chat(request: Request):
+        body = await request.json()
         if state is not None:
             state["calls"] = state.get("calls", 0) + 1
+            state.setdefault("traceparents", []).append(request.headers.get("traceparent"))
         if delay_s:
             await asyncio.sleep(delay_s)
         if not body.get("stream"):
@@ -316,7 +320,7 @@ def fixed_answer_app(state: dict | None = None, delay_s: float = 0.0):
                     "usage": FIXED_USAGE}
         chunks = [{"choices": [{"delta": {"content": "fi"}}]},
                   {"choices": [{"delta": {"content": "ne"}, "finish_reason": "stop"}]},
-                  {"choices": [], "usage": FIXED_USAGE}]
+                  {"choices": [], "usage": STREAMED_USAGE}]
         return StreamingResponse(iter([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]),
                                  media_type="text/event-stream")
 

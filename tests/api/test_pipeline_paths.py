@@ -144,10 +144,10 @@ def test_a_streamed_answer_reports_the_usage_its_row_holds(upstream, tmp_path, i
     assert row["stream"] == 1 and row["status"] == 200 and row["error_code"] is None
     text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
     assert text == "fine" and events[-1 if not include_usage else -2]["choices"][0]["finish_reason"] == "stop"
-    assert row["prompt_tokens"] == 3 and row["completion_tokens"] == 1 and row["energy_source"] == "estimate"
+    assert row["prompt_tokens"] == 3 and row["completion_tokens"] == 2 and row["energy_source"] == "estimate"
     if not include_usage:
         assert usage == []
         return
     (u,) = usage
-    assert (u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) == (3, 1, 4)
+    assert (u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) == (3, 2, 5)
     assert u["energy_j"] == pytest.approx(row["energy_j"]) and u["energy_j"] > 0

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from tests.conftest import eventually, free_port
+from tests.telemetry.test_log_stores import metric
 from vlrouter.config import LogConfig
 from vlrouter.telemetry import decision_log
 from vlrouter.telemetry.decision_log import DecisionLog, images_dir, log_location, read_rows
@@ -27,31 +28,19 @@ def rec(i: int, **extra) -> DecisionRecord:
                              "scores": {"margin": 0.1 * i}, **extra})
 
 
-def exported(registry) -> dict[str, float]:
-    """Every sample of the registry, by ``name{labels}``."""
-    out = {}
-    for line in generate_latest(registry).decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_counts_are_exported_under_their_names_from_the_start(tmp_path):
     log = DecisionLog(tmp_path / "log.db")
     registry = CollectorRegistry()
     log.bind(registry)
-    before = exported(registry)
     for reason in ("buffer_full", "rejected", "shutdown"):
-        assert before[f'vlrouter_decision_log_dropped_total{{reason="{reason}"}}'] == 0
-    assert before["vlrouter_decision_log_written_total"] == 0
+        assert metric(registry, f'vlrouter_decision_log_dropped_total{{reason="{reason}"}}') == 0
+    assert metric(registry, "vlrouter_decision_log_written_total") == 0
     for i in range(3):
         log.record(rec(i))
     log.close()
-    after = exported(registry)
-    assert after["vlrouter_decision_log_written_total"] == 3 and log.written == 3
-    assert after["vlrouter_decision_log_write_failures_total"] == 0 and log.failures == 0
-    assert after["vlrouter_decision_log_pending"] == 0
+    assert metric(registry, "vlrouter_decision_log_written_total") == 3 and log.written == 3
+    assert metric(registry, "vlrouter_decision_log_write_failures_total") == 0 and log.failures == 0
+    assert metric(registry, "vlrouter_decision_log_pending") == 0
     assert not log._thread.is_alive()
     db = sqlite3.connect(tmp_path / "log.db")  # write-ahead logging: workers read while one writes
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -66,7 +55,7 @@ def test_a_full_buffer_drops_rows_and_scores_and_counts_them(tmp_path):
     log.add_feedback("r-0", 1.0)
     log.close()
     assert log.dropped == {"buffer_full": 2} and log.written == 0
-    assert exported(registry)['vlrouter_decision_log_dropped_total{reason="buffer_full"}'] == 2
+    assert metric(registry, 'vlrouter_decision_log_dropped_total{reason="buffer_full"}') == 2
     assert read_rows(tmp_path / "log.db") == []
     assert not log.knows("r-0")  # a dropped row was never queued
 
@@ -209,9 +198,8 @@ def test_an_unreachable_database_is_retried_with_backoff_and_rows_are_dropped_at
     waited = time.monotonic() - started
     assert 0.3 <= waited <= 1.6
     assert log.dropped == {"shutdown": 2} and not log._thread.is_alive()
-    counts = exported(registry)
-    assert counts['vlrouter_decision_log_dropped_total{reason="shutdown"}'] == 2
-    assert counts["vlrouter_decision_log_write_failures_total"] == log.failures
+    assert metric(registry, 'vlrouter_decision_log_dropped_total{reason="shutdown"}') == 2
+    assert metric(registry, "vlrouter_decision_log_write_failures_total") == log.failures
 
 
 def test_reading_a_missing_log_or_one_without_feedback(tmp_path):

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.conftest import ThreadServer, eventually, gateway_settings
+from tests.conftest import ThreadServer, eventually, fixed_answer_app, gateway_settings
 from vlrouter.api.app import build_app
 from vlrouter.telemetry.tracing import Tracing
 
@@ -19,41 +19,16 @@ CLIENT_SPAN = "b7ad6b7169203331"
 LONG = "Explain step by step why the sky in this picture looks the way it does, " + "in detail " * 40
 
 
-def recording_upstream(seen: list) -> FastAPI:
-    """An OpenAI-compatible upstream that keeps each request's ``traceparent`` header."""
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": []}
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        seen.append(request.headers.get("traceparent"))
-        body = await request.json()
-        if body.get("stream"):
-            from fastapi.responses import StreamingResponse
-
-            chunks = ['{"choices":[{"delta":{"content":"fi"}}]}', '{"choices":[{"delta":{"content":"ne"},'
-                      '"finish_reason":"stop"}]}', '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}']
-            return StreamingResponse(iter([f"data: {c}\n\n" for c in chunks] + ["data: [DONE]\n\n"]),
-                                     media_type="text/event-stream")
-        return {"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
-
-    return app
-
-
 @pytest.fixture
 def traced(tiny_vlm, features_config):
-    """A gateway with features on, its cloud an upstream that records traceparent, traced in memory."""
-    exporter, seen = InMemorySpanExporter(), []
+    """A gateway with features on, its cloud an upstream that keeps each ``traceparent``, traced in memory."""
+    exporter, state = InMemorySpanExporter(), {}
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with ThreadServer(recording_upstream(seen)) as upstream:
+    with ThreadServer(fixed_answer_app(state)) as upstream:
         settings = gateway_settings(tiny_vlm, upstream.url + "/v1", features=features_config.model_dump())
         with ThreadServer(build_app(settings, tracing=Tracing(provider))) as gw:
-            yield gw, exporter, seen
+            yield gw, exporter, state.setdefault("traceparents", [])
 
 
 def tree(exporter) -> dict:
